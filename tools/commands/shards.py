@@ -1,0 +1,94 @@
+"""CLI: make-sample, build-shards, verify-shards, merge-manifests."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+opt = dict(show_default=True)
+
+
+@click.command("make-sample")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--count", type=click.IntRange(1), default=512, **opt, help="Images to write.")
+@click.option("--size", type=click.IntRange(16), default=64, **opt, help="Typical image side in px (sizes vary 0.8-1.5x).")
+@click.option("--classes", type=click.IntRange(1, 8), default=8, **opt, help="Number of shape/texture classes.")
+@click.option("--seed", type=int, default=0, **opt)
+def make_sample(out, count, size, classes, seed):
+    """Write a labelled procedural image collection (shapes, textures, gradients; some greyscale)
+    to OUT/<class>/..., for demos and tests when no real data is at hand."""
+    from spotart.shards.sample import make_sample as run
+
+    paths = run(out, count=count, size=size, seed=seed, classes=classes)
+    click.echo(f"wrote {len(paths)} images in {classes} classes to {out}")
+
+
+@click.command("build-shards")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--prefix", default="shard", **opt, help="Shard file name prefix: OUT/<prefix>-000000.tar ...")
+@click.option("--max-count", type=click.IntRange(1), default=10_000, **opt, help="Samples per shard before rolling over.")
+@click.option("--max-size", type=click.IntRange(1024), default=1 << 30, **opt, help="Bytes per shard before rolling over.")
+@click.option("--seed", type=int, default=0, **opt, help="Shuffles samples across shards (no shard is one class).")
+@click.option("--resize", type=click.IntRange(8), default=None, help="Downscale so the shorter side is at most this (px); smaller images are kept as they are.")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, **opt, help="JPEG quality of re-encoded images (baseline RGB JPEGs needing no change keep their bytes).")
+@click.option("--keep-duplicates", is_flag=True, help="Keep byte-identical duplicate files (dropped and counted by default).")
+@click.option("--max-pixels", type=click.IntRange(64), default=89_478_485, **opt, help="Larger images are skipped as decompression bombs.")
+@click.option("--max-skip-fraction", type=click.FloatRange(0, 1), default=0.1, **opt, help="Fail when more than this fraction of images is unreadable.")
+@click.option("--part", default=None, metavar="I/N", help="Build only the I-th of N disjoint parts (array jobs); join with merge-manifests.")
+@click.option("-j", "--workers", type=click.IntRange(1), default=1, **opt, help="Decode/encode worker processes.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing build in OUT and start over.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def build_shards(sources, out, prefix, max_count, max_size, seed, resize, quality, keep_duplicates, max_pixels,
+                 max_skip_fraction, part, workers, overwrite, no_progress):
+    """Turn image folders (class-per-subfolder gives labels), CSV/TSV file lists (path[,label]),
+    tar/tar.gz archives (streamed) and LMDB databases into shuffled WebDataset shards with DALI
+    index files, manifest.json and an LMDB catalog. A killed build resumes when re-run."""
+    from spotart.shards.build import BuildError, build_shards as run
+    from spotart.shards.spec import ShardSpec, parse_part
+
+    try:
+        pi, pn = parse_part(part)
+        spec = ShardSpec(prefix=prefix, max_count=max_count, max_size=max_size, seed=seed, resize=resize,
+                         quality=quality, keep_duplicates=keep_duplicates, max_pixels=max_pixels,
+                         max_skip_fraction=max_skip_fraction, part_index=pi, part_count=pn, workers=workers)
+        result = run(list(sources), out, spec, overwrite=overwrite, progress=not no_progress)
+    except (BuildError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(result.summary())
+
+
+@click.command("verify-shards")
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+@click.option("--no-decode", is_flag=True, help="Skip decoding every image (sha256, counts and index only).")
+def verify_shards(out, no_decode):
+    """Re-check every shard in OUT against manifest.json (sha256, counts), that each image decodes
+    and that the index files match the tars. Exits non-zero on any mismatch."""
+    from spotart.shards.verify import verify_shards as run
+
+    bad = n = 0
+    try:
+        for rep in run(out, decode=not no_decode):
+            n += 1
+            bad += not rep.ok
+            click.echo(rep.line())
+    except (FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{n - bad} of {n} shards ok")
+    if bad:
+        sys.exit(1)
+
+
+@click.command("merge-manifests")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Directory for the joined manifest.json and catalog.")
+def merge_manifests(parts, out):
+    """Join the part directories of `build-shards --part I/N` runs into one dataset in OUT."""
+    from spotart.shards.merge import MergeError, merge_manifests as run
+
+    try:
+        m = run(list(parts), out)
+    except (MergeError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"merged {len(parts)} parts: {m['num_samples']} samples in {len(m['shards'])} shards -> {out}")
