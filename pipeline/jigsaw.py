@@ -1,0 +1,220 @@
+"""Jigsaw puzzles (Noroozi & Favaro, ECCV 2016): 9 shuffled tiles and the index of the shuffle.
+
+The paper cuts a 225x225 crop into a 3x3 grid of 75x75 cells and takes a random 64x64 tile
+inside each cell (the random gap stops the network matching tile edges). Here the image the
+common part hands over (cfg.image_size square) *is* the crop, and every length is scaled by
+image_size / crop: a 64 px pipeline gets 21 px cells and 18 px tiles.
+
+Contract of `generate` (per sample):
+  "tiles"        (9, 3, T, T) float, T = JigsawGeometry.tile; tile i (output position i) is the
+                 tile cut from grid cell perm[i], cells numbered row-major 0..8, where
+                 perm = permutations[label]. Putting the tiles back with
+                 `restored[perm] = tiles` (i.e. restored[perm[i]] = tiles[i]) restores the cell
+                 order, so restored[k] is the tile of cell k.
+  "permutation"  int64 label in [0, count), drawn uniformly.
+
+Shortcut countermeasures (paper section 3.1), each switchable:
+  - random gap (`random_gap`): each tile's top-left is uniform in its cell (else centred);
+  - greyscale (`grey_prob` 0.3): the whole image turned grey (saturation 0, channels equal up to
+    +-1 grey level of rounding) so colour cannot carry the layout;
+  - chromatic aberration (`channel_jitter` 2 px at full scale): each channel of each tile is
+    read at its own offset in [-J, J]^2 so the colour fringes that point to the lens centre
+    are scrambled; reads past the image border repeat the edge pixel;
+  - per-tile normalisation (`tile_norm`): each tile to zero mean / unit std over its channels
+    and pixels, so brightness and contrast do not match across tile edges; off: [-1, 1].
+
+The 9 jittered tiles are gathered in permuted order by one numba kernel through DALI's numba
+operator (CPU function, or a CUDA kernel with the same per-pixel code on device="gpu"); the
+random draws and the normalisation are plain DALI operators. cfg.training switches nothing
+off: a held-out split measures pretext accuracy on the same task.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import cuda
+import nvidia.dali.fn as fn
+import nvidia.dali.types as types
+
+from .ops import HALF_RANGE, out_dtype
+from .permutations import CRITERIA, default_permutations, load_permutations
+
+TILES = 9          # 3x3 grid
+GRID = 3
+THREADS = 256      # CUDA threads per block for the gather kernel
+
+
+@dataclass(frozen=True)
+class JigsawParams:
+    # Geometry at full scale (paper: 225 crop, 75 cells, 64 tiles; the released Caffe layer uses
+    # 255 / 85 / 64); all lengths are multiplied by image_size / crop.
+    crop: int = 225
+    cell: int = 75
+    tile: int = 64
+    # Permutation set: `permutations` names a .npy made by `spotart permutations`; None uses the
+    # greedy maximal-average-Hamming set for (count, criterion, perm_seed), generated once and
+    # cached. The paper's 1000 classes are the default.
+    count: int = 1000
+    criterion: str = "avg"
+    perm_seed: int = 0
+    permutations: str | None = None
+    # Countermeasures (see module docstring).
+    random_gap: bool = True
+    grey_prob: float = 0.3
+    channel_jitter: int = 2        # max per-channel shift at full scale, px (paper: 0, +-1, +-2)
+    tile_norm: bool = True
+
+    def __post_init__(self):
+        if not (1 <= self.tile <= self.cell and GRID * self.cell <= self.crop):
+            raise ValueError(f"jigsaw geometry needs 1 <= tile <= cell and 3 * cell <= crop, got "
+                             f"crop={self.crop}, cell={self.cell}, tile={self.tile}")
+        if not 1 <= self.count <= math.factorial(TILES):
+            raise ValueError(f"jigsaw count must be in [1, 9!], got {self.count}")
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"jigsaw criterion must be one of {CRITERIA}, got {self.criterion!r}")
+        if not 0.0 <= self.grey_prob <= 1.0:
+            raise ValueError(f"jigsaw grey_prob must be in [0, 1], got {self.grey_prob}")
+        if self.channel_jitter < 0:
+            raise ValueError(f"jigsaw channel_jitter must be >= 0, got {self.channel_jitter}")
+
+    def geometry(self, image_size: int) -> "JigsawGeometry":
+        scale = image_size / self.crop
+        cell = int(self.cell * scale)                       # floor: the 3x3 grid must fit
+        tile = min(cell, max(1, round(self.tile * scale)))
+        # A positive jitter stays at least 1 px at small scales, or the switch would silently do
+        # nothing (aberration shrinks with the image, but not to zero).
+        jitter = max(1, round(self.channel_jitter * scale)) if self.channel_jitter > 0 else 0
+        if cell < 1:
+            raise ValueError(f"image_size {image_size} is too small for a 3x3 jigsaw grid")
+        return JigsawGeometry(size=image_size, cell=cell, tile=tile, jitter=jitter,
+                              origin=(image_size - GRID * cell) // 2)
+
+    def load_set(self) -> np.ndarray:
+        """The permutation set (uint8 [count, 9]); a given file must hold exactly `count` rows,
+        as the classifier's output size is taken from `count`."""
+        if self.permutations is None:
+            return default_permutations(self.count, criterion=self.criterion, seed=self.perm_seed, n=TILES)
+        perms = load_permutations(self.permutations)
+        if perms.shape != (self.count, TILES):
+            raise ValueError(f"{self.permutations}: holds {perms.shape[0]} permutations of "
+                             f"{perms.shape[1]} tiles; jigsaw params want count={self.count} of 9 "
+                             f"(set `count` to {perms.shape[0]} or pick another file)")
+        return perms
+
+
+@dataclass(frozen=True)
+class JigsawGeometry:
+    """Pixel lengths at the pipeline's image size; the grid's top-left corner is (origin, origin)."""
+    size: int
+    cell: int
+    tile: int
+    jitter: int
+    origin: int
+
+
+def _tile_pixel(img, perm, offsets, jitter, i, c, y, x, cell, origin):
+    # output tile i is cut from cell k = perm[i]; offsets[k] is the tile's top-left inside the
+    # cell (the gap), jitter[k, c] the shift of channel c (chromatic aberration countermeasure)
+    k = perm[i]
+    row = origin + (k // GRID) * cell + offsets[k, 0] + jitter[k, c, 0] + y
+    col = origin + (k % GRID) * cell + offsets[k, 1] + jitter[k, c, 1] + x
+    row = min(max(row, 0), img.shape[0] - 1)
+    col = min(max(col, 0), img.shape[1] - 1)
+    return img[row, col, c]
+
+
+_tile_pixel_cpu = numba.njit(inline="always")(_tile_pixel)
+
+
+def _gather_kernel(geo: JigsawGeometry, device: str):
+    """(run_fn, setup_fn, launch kwargs) for DALI's numba operator; `run_fn(out, img, perm,
+    offsets, jitter)` writes out[9, 3, T, T] (uint8). Geometry is baked in as constants."""
+    T, cell, origin = geo.tile, geo.cell, geo.origin
+
+    def setup(outs, ins):
+        for s in range(len(outs[0])):
+            outs[0][s][0] = TILES
+            outs[0][s][1] = 3
+            outs[0][s][2] = T
+            outs[0][s][3] = T
+
+    if device == "cpu":
+        pixel = _tile_pixel_cpu
+
+        def run(out, img, perm, offsets, jitter):
+            for i in range(TILES):
+                for c in range(3):
+                    for y in range(T):
+                        for x in range(T):
+                            out[i, c, y, x] = pixel(img, perm, offsets, jitter, i, c, y, x, cell, origin)
+
+        return run, setup, {}
+
+    pixel = cuda.jit(device=True)(_tile_pixel)
+    total = TILES * 3 * T * T
+
+    def run_gpu(out, img, perm, offsets, jitter):
+        e = cuda.grid(1)  # one thread per output element, launched once per sample
+        if e < total:
+            x = e % T
+            r = e // T
+            y = r % T
+            r = r // T
+            c = r % 3
+            i = r // 3
+            out[i, c, y, x] = pixel(img, perm, offsets, jitter, i, c, y, x, cell, origin)
+
+    launch = {"blocks": [(total + THREADS - 1) // THREADS, 1, 1], "threads_per_block": [THREADS, 1, 1]}
+    return run_gpu, setup, launch
+
+
+def _randint(lo: int, hi: int, shape):
+    """int32 uniform on [lo, hi] inclusive. (fn.random.uniform with an integer dtype rounds a
+    continuous draw, which gives both ends half the probability of the inner values.)"""
+    return fn.random.choice(hi - lo + 1, shape=shape) + lo
+
+
+def generate(images, cfg) -> dict:
+    # imported here: only pipelines that run the jigsaw task pay for the numba plugin's import
+    from nvidia.dali.plugin.numba.fn.experimental import numba_function
+
+    p: JigsawParams = cfg.params
+    geo = p.geometry(cfg.image_size)
+    perms = p.load_set().astype(np.int32)
+
+    label = fn.random.choice(p.count)
+    perm = types.Constant(perms, device="cpu")[label]
+    slack = geo.cell - geo.tile
+    if p.random_gap:
+        offsets = _randint(0, slack, [TILES, 2])
+    else:
+        offsets = types.Constant(np.full((TILES, 2), slack // 2, np.int32), device="cpu")
+    if geo.jitter > 0:
+        jitter = _randint(-geo.jitter, geo.jitter, [TILES, 3, 2])
+    else:
+        jitter = types.Constant(np.zeros((TILES, 3, 2), np.int32), device="cpu")
+
+    if p.grey_prob > 0:
+        grey = fn.random.coin_flip(probability=p.grey_prob)
+        images = fn.hsv(images, saturation=fn.cast(1 - grey, dtype=types.FLOAT), device=cfg.device)
+
+    run, setup, launch = _gather_kernel(geo, cfg.device)
+    if cfg.device == "gpu":  # the kernel's inputs all live on the device
+        perm, offsets, jitter = perm.gpu(), offsets.gpu(), jitter.gpu()
+    tiles = numba_function(
+        images, perm, offsets, jitter, run_fn=run, setup_fn=setup,
+        out_types=[types.UINT8], in_types=[types.UINT8, types.INT32, types.INT32, types.INT32],
+        outs_ndim=[4], ins_ndim=[3, 1, 2, 3], device=cfg.device, **launch)
+
+    if p.tile_norm:
+        # epsilon (in grey levels squared) keeps flat tiles finite
+        tiles = fn.normalize(tiles, axes=[1, 2, 3], epsilon=1.0, device=cfg.device)
+    else:
+        tiles = fn.normalize(tiles, mean=HALF_RANGE, stddev=HALF_RANGE, device=cfg.device)
+    if out_dtype(cfg) != types.FLOAT:
+        tiles = fn.cast(tiles, dtype=out_dtype(cfg), device=cfg.device)
+    return {"tiles": tiles, "permutation": fn.cast(label, dtype=types.INT64)}
