@@ -139,10 +139,10 @@ def _convert(catalog, srcs, mine, spec, progress: bool) -> int:
             else:
                 first = new_hashes.get(digest) or catalog.first_of_hash(digest)
                 if first is not None and not spec.keep_duplicates:
-                    records.append((seq, cat.DUPLICATE, {"source": e.ref, "duplicate_of": first}, b""))
+                    records.append((seq, cat.DUPLICATE, {"source": e.ref, "duplicate_of": first.split("\t", 1)[1]}, b""))
                 else:
                     if first is None:
-                        new_hashes[digest] = key
+                        new_hashes[digest] = f"{key}\t{e.ref}"
                     header = dict(info, key=key, source=e.ref, label=e.label, sha256=digest, bytes=len(jpg))
                     records.append((seq, cat.OK, header, jpg))
             if len(records) >= COMMIT_EVERY:
@@ -265,7 +265,7 @@ def build_shards(sources: list[str], out: str, spec: ShardSpec, overwrite: bool 
         raise BuildError(str(err)) from None
     src_paths = [s.path for s in srcs]
     out = os.path.abspath(out)
-    if any(os.path.commonpath([out, p]) == out for p in src_paths if os.path.isdir(p)) or out in src_paths:
+    if any(os.path.commonpath([out, p]) in (out, p) for p in src_paths if os.path.isdir(p)) or out in src_paths:
         raise BuildError(f"{out}: the output directory is (inside) a source; choose another --out")
     catalog = _prepare_dir(out, fingerprint(spec, src_paths), spec, src_paths, overwrite)
     mpath = os.path.join(out, MANIFEST)

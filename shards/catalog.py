@@ -4,7 +4,7 @@ Named databases:
 - `meta`    build fingerprint and state;
 - `staged`  seq -> converted sample (or skip/duplicate record) while the build runs; what makes a
             killed build resumable without redoing finished conversions; dropped at the end;
-- `hashes`  sha256 of source bytes -> key of the first sample with those bytes (de-duplication);
+- `hashes`  sha256 of source bytes -> "key<TAB>source" of the first sample with those bytes (de-duplication);
 - `shards`  shard name -> {count, bytes, sha256} once the shard is on disk;
 - `samples` key -> {shard, offset, size, sha256, label, source, ...}: provenance of every sample.
 Every write is one LMDB transaction, so a kill leaves the catalog at a transaction boundary."""

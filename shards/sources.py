@@ -13,6 +13,8 @@ import tarfile
 from dataclasses import dataclass
 from typing import Iterator
 
+from . import tarstream
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".pnm"}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 LIST_SUFFIXES = (".csv", ".tsv", ".txt", ".lst")
@@ -110,17 +112,16 @@ class TarSource:
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
 
-    def _members(self, tf):
-        for m in tf:
-            if m.isfile() and is_image_name(m.name):
-                yield m
+    def _members(self):
+        try:
+            for name, _, f in tarstream.members(self.path):
+                if is_image_name(name):
+                    yield name, f
+        except tarstream.TarStreamError as err:
+            raise SourceError(f"{err}; re-download or re-create it") from None
 
     def list(self) -> list[Entry]:
-        try:
-            with tarfile.open(self.path, mode="r|*") as tf:
-                names = [m.name for m in self._members(tf)]
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise SourceError(f"{self.path}: not a readable tar archive ({err}); re-download or re-create it") from err
+        names = [n for n, _ in self._members()]
         labels = _folder_labels([n.lstrip("./") for n in names])
         # the locator is the member's ordinal among image members: names may repeat in a tar
         return [Entry(f"{self.path}::{n}", lab, i) for i, (n, lab) in enumerate(zip(names, labels))]
@@ -130,19 +131,18 @@ class TarSource:
         nxt = next(wanted, None)
         if nxt is None:
             return
-        try:
-            with tarfile.open(self.path, mode="r|*") as tf:
-                for i, m in enumerate(self._members(tf)):
-                    if nxt is None:
-                        break
-                    seq, e = nxt
-                    if i != e.locator:
-                        continue  # not ours (other --part, or already done): stream past it
-                    f = tf.extractfile(m)
-                    yield seq, e, f.read() if f is not None else b""
-                    nxt = next(wanted, None)
-        except (tarfile.TarError, EOFError, OSError) as err:
-            raise SourceError(f"{self.path}: archive broke while reading ({err}); re-download or re-create it") from err
+        for i, (_, f) in enumerate(self._members()):
+            seq, e = nxt
+            if i != e.locator:
+                continue  # not ours (other --part, or already done): stream past it
+            try:
+                data = f.read()
+            except tarstream.TarStreamError as err:
+                raise SourceError(f"{self.path}: {err}; re-download or re-create it") from None
+            yield seq, e, data
+            nxt = next(wanted, None)
+            if nxt is None:
+                return
 
 
 class LmdbSource:

@@ -17,6 +17,24 @@ FIXED_MTIME = 946684800       # 2000-01-01T00:00:00Z: fixed, so output bytes do 
 INDEX_VERSION = "v1.2"
 
 
+_HEAD = (b"0000444\0" + b"0000000\0" * 2)          # mode, uid, gid
+_MTIME = b"%011o\0" % FIXED_MTIME
+_TAIL = b"0" + b"\0" * 100 + b"ustar  \0" + b"\0" * (64 + 16 + 167)  # type, link, magic, names, dev, pad
+
+
+def member_header(name: str, size: int) -> bytes:
+    """The GNU tar header `tarfile` writes for a regular file with our fixed fields, built
+    directly (tarfile.TarInfo.tobuf costs ~0.13 ms a member: more than the rest of a write)."""
+    raw = name.encode("ascii")
+    if len(raw) > 99:
+        ti = tarfile.TarInfo(name)  # long names need GNU extension headers: let tarfile do them
+        ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, FIXED_MTIME, 0o444, 0, 0, "", ""
+        return ti.tobuf(format=tarfile.GNU_FORMAT)
+    h = raw.ljust(100, b"\0") + _HEAD + b"%011o\0" % size + _MTIME + b"        " + _TAIL
+    chk = sum(h)
+    return h[:148] + b"%06o\0 " % chk + h[156:]
+
+
 class ShardWriter:
     """Writes one shard to `path + ".tmp"`; `close()` fsyncs and renames it into place."""
 
@@ -39,13 +57,7 @@ class ShardWriter:
         for ext in sorted(components):
             data = components[ext]
             name = f"{key}.{ext}"
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mtime = FIXED_MTIME
-            ti.mode = 0o444
-            ti.uid = ti.gid = 0
-            ti.uname = ti.gname = ""
-            self._write(ti.tobuf(format=tarfile.GNU_FORMAT))
+            self._write(member_header(name, len(data)))
             offsets[ext] = self.pos
             self._write(data)
             pad = (-len(data)) % BLOCK
