@@ -186,12 +186,23 @@ def _convert(catalog, srcs, mine, spec, progress: bool) -> int:
     return n_todo
 
 
-def _plan(catalog, spec, class_ids):
-    """Shuffle the converted samples by seed and cut them into shards. -> list of [(seq, size)]."""
-    ok = []
+def _survey(catalog, out, class_ids):
+    """One pass over the staging area: the converted samples as [(seq, tar bytes)], the number
+    labelled, and skipped.jsonl / duplicates.jsonl written in sequence order."""
+    ok, labelled, lines = [], 0, {cat.SKIPPED: [], cat.DUPLICATE: []}
     for seq, kind, header, _ in catalog.iter_staged():
         if kind == cat.OK:
             ok.append((seq, _sample_tar_bytes(header, class_ids)))
+            labelled += header["label"] is not None
+        else:
+            lines[kind].append(json.dumps(header, ensure_ascii=True, sort_keys=True) + "\n")
+    write_atomic(os.path.join(out, "skipped.jsonl"), "".join(lines[cat.SKIPPED]))
+    write_atomic(os.path.join(out, "duplicates.jsonl"), "".join(lines[cat.DUPLICATE]))
+    return ok, labelled, len(lines[cat.SKIPPED]), len(lines[cat.DUPLICATE])
+
+
+def _plan(ok, spec):
+    """Shuffle the converted samples by seed and cut them into shards. -> list of [seq]."""
     order = np.random.default_rng(spec.seed).permutation(len(ok)) if ok else []
     shards, cur, cur_bytes = [], [], 0
     for j in order:
@@ -218,8 +229,9 @@ def _components(header, payload, class_ids) -> dict[str, bytes]:
 
 
 def _sample_tar_bytes(header, class_ids) -> int:
-    comps = _components(header, b"\0" * header["bytes"], class_ids)
-    return sum(512 + -(-len(v) // 512) * 512 for v in comps.values())
+    sizes = [len(v) for v in _components(header, b"", class_ids).values()]
+    sizes[0] = header["bytes"]  # the jpg
+    return sum(512 + -(-n // 512) * 512 for n in sizes)
 
 
 def _write(catalog, out, spec, plan, class_ids, progress: bool) -> list[dict]:
@@ -286,18 +298,16 @@ def build_shards(sources: list[str], out: str, spec: ShardSpec, overwrite: bool 
         mine = [(seq, item) for seq, item in enumerate(listed) if seq % spec.part_count == spec.part_index]
         converted = _convert(catalog, srcs, mine, spec, progress)
 
-        counts = collections.Counter(kind for _, kind, _, _ in catalog.iter_staged())
-        skipped, dups = counts[cat.SKIPPED], counts[cat.DUPLICATE]
-        _write_reports(catalog, out)
+        ok, labelled, skipped, dups = _survey(catalog, out, class_ids)
         if mine and skipped / len(mine) > spec.max_skip_fraction:
             raise BuildError(
                 f"{skipped} of {len(mine)} images ({100 * skipped / len(mine):.1f}%) could not be read, more than "
                 f"--max-skip-fraction {spec.max_skip_fraction}; see {os.path.join(out, 'skipped.jsonl')}, fix the "
                 "source or raise the limit (converted images are kept: the re-run resumes)")
-        if counts[cat.OK] == 0:
+        if not ok:
             raise BuildError(f"no readable images in {', '.join(src_paths)} (see {os.path.join(out, 'skipped.jsonl')})")
         catalog.put_meta("state", "writing")
-        plan = _plan(catalog, spec, class_ids)
+        plan = _plan(ok, spec)
         shard_entries = _write(catalog, out, spec, plan, class_ids, progress)
         manifest = {
             "format": "spotart-shards", "version": FORMAT_VERSION, "created_by": f"spotart {__version__}",
@@ -306,7 +316,7 @@ def build_shards(sources: list[str], out: str, spec: ShardSpec, overwrite: bool 
             "shards": shard_entries,
             "classes": classes,
             "num_samples": sum(s["count"] for s in shard_entries),
-            "num_labelled": sum(1 for _, k, h, _ in catalog.iter_staged() if k == cat.OK and h["label"] is not None),
+            "num_labelled": labelled,
             "total_bytes": sum(s["bytes"] for s in shard_entries),
             "listed": len(mine), "skipped": skipped, "duplicates": dups,
         }
@@ -318,14 +328,3 @@ def build_shards(sources: list[str], out: str, spec: ShardSpec, overwrite: bool 
     cat.compact(os.path.join(out, CATALOG)) if converted else None
     return BuildResult(out, manifest["num_samples"], len(shard_entries), skipped, dups,
                        time.perf_counter() - t0, converted)
-
-
-def _write_reports(catalog, out):
-    skipped, dups = [], []
-    for _, kind, header, _ in catalog.iter_staged():
-        if kind == cat.SKIPPED:
-            skipped.append(json.dumps(header, ensure_ascii=True, sort_keys=True))
-        elif kind == cat.DUPLICATE:
-            dups.append(json.dumps(header, ensure_ascii=True, sort_keys=True))
-    write_atomic(os.path.join(out, "skipped.jsonl"), "".join(s + "\n" for s in skipped))
-    write_atomic(os.path.join(out, "duplicates.jsonl"), "".join(s + "\n" for s in dups))
