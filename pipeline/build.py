@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 
-import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
@@ -36,31 +35,26 @@ def shard_files(cfg: PipelineConfig) -> tuple[list[str], list[str], dict]:
     return tars, idxs, m
 
 
-def _parse_cls(out, cls):
-    # webdataset stores the class id as ASCII digits; an empty component (unlabelled) -> -1
-    v = 0
-    n = 0
-    for c in cls:
-        if c >= 48 and c <= 57:
-            v = v * 10 + (c - 48)
-            n += 1
-    out[0] = v if n > 0 else -1
-
-
-def _cls_shape(outs, ins):
-    for i in range(len(ins[0])):
-        outs[0][i][:] = 1
+CLS_DIGITS = 9  # class ids up to 999,999,999
 
 
 def parse_labels(cls):
-    """ASCII class ids -> int64 (1,) per sample, by DALI's numba operator (CPU)."""
-    from nvidia.dali.plugin.numba.fn.experimental import numba_function
+    """ASCII class ids (webdataset's `cls`) -> int64 (1,) per sample; an empty component (an
+    unlabelled sample) -> -1. Horner's rule over a fixed-width, padded copy, in plain DALI
+    arithmetic: no numba kernel to compile at every pipeline build."""
+    padded = fn.pad(fn.cast(cls, dtype=types.INT64), axes=[0], shape=[CLS_DIGITS], fill_value=-1)
+    value = fn.constant(idata=0, shape=[1], dtype=types.INT64)
+    seen = value
+    for i in range(CLS_DIGITS):
+        c = padded[i:i + 1]
+        digit = (c >= 48) & (c <= 57)
+        d = fn.cast(digit, dtype=types.INT64)
+        value = d * (value * 10 + c - 48) + (1 - d) * value
+        seen = seen | d
+    return value - (1 - seen)
 
-    return numba_function(cls, run_fn=_parse_cls, setup_fn=_cls_shape, out_types=[types.INT64],
-                          in_types=[types.UINT8], outs_ndim=[1], ins_ndim=[1], device="cpu")
 
-
-def _device_id(cfg: PipelineConfig):
+def device_id(cfg: PipelineConfig):
     if cfg.device == "cpu":
         return None
     if cfg.device_id is not None:
@@ -72,27 +66,47 @@ def _device_id(cfg: PipelineConfig):
     return torch.cuda.current_device()
 
 
-def images_and_labels(cfg: PipelineConfig, tars, idxs, shard_id, num_shards):
-    jpg, cls = fn.readers.webdataset(
+def read_shards(cfg: PipelineConfig, tars, idxs, shard_id, num_shards):
+    """-> (jpg bytes, cls bytes) per sample, this rank's part, shuffled when training."""
+    return fn.readers.webdataset(
         paths=tars, index_paths=idxs, ext=["jpg", "cls"], missing_component_behavior="empty",
         dtypes=[types.UINT8, types.UINT8], random_shuffle=cfg.training, initial_fill=cfg.initial_fill,
         seed=cfg.seed, shard_id=shard_id, num_shards=num_shards, pad_last_batch=True,
         stick_to_shard=True, name=READER)
-    decode_dev = "mixed" if cfg.device == "gpu" else "cpu"
+
+
+def decode(jpg, cfg: PipelineConfig):
+    """JPEG -> uint8 HWC RGB; when training, only a random crop window is decoded."""
+    dev = "mixed" if cfg.device == "gpu" else "cpu"
     hw = {"hw_decoder_load": cfg.hw_decoder_load} if cfg.device == "gpu" else {}
+    if cfg.training:
+        # the fused operator skips most of the IDCT work outside the window
+        return fn.decoders.image_random_crop(jpg, device=dev, output_type=types.RGB,
+                                             random_area=[cfg.min_area, 1.0], random_aspect_ratio=[3 / 4, 4 / 3], **hw)
+    return fn.decoders.image(jpg, device=dev, output_type=types.RGB, **hw)
+
+
+def augment(img, cfg: PipelineConfig):
+    """-> image_size x image_size: resize (+ flip) when training, resize + centre crop otherwise."""
     s = cfg.image_size
     if cfg.training:
-        # decode only the crop window: the fused operator skips most of the IDCT work
-        img = fn.decoders.image_random_crop(jpg, device=decode_dev, output_type=types.RGB,
-                                            random_area=[cfg.min_area, 1.0], random_aspect_ratio=[3 / 4, 4 / 3], **hw)
         img = fn.resize(img, size=[s, s], antialias=True, device=cfg.device)
         if cfg.flip:
             img = fn.flip(img, horizontal=fn.random.coin_flip(probability=0.5), device=cfg.device)
-    else:
-        img = fn.decoders.image(jpg, device=decode_dev, output_type=types.RGB, **hw)
-        img = fn.resize(img, resize_shorter=s, antialias=True, device=cfg.device)
-        img = fn.crop(img, crop=[s, s], device=cfg.device)
-    return img, parse_labels(cls)
+        return img
+    img = fn.resize(img, resize_shorter=s, antialias=True, device=cfg.device)
+    return fn.crop(img, crop=[s, s], device=cfg.device)
+
+
+def images_and_labels(cfg: PipelineConfig, tars, idxs, shard_id, num_shards):
+    jpg, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
+    return augment(decode(jpg, cfg), cfg), parse_labels(cls)
+
+
+def pipeline_kwargs(cfg: PipelineConfig, shard_id: int) -> dict:
+    return dict(batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id(cfg),
+                prefetch_queue_depth=cfg.prefetch, seed=(cfg.seed * 7919 + shard_id) % (2**31 - 1),
+                exec_dynamic=True)
 
 
 def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None):
@@ -110,9 +124,7 @@ def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None):
         names.append("label")
         return (*outs.values(), label)
 
-    kwargs = dict(batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=_device_id(cfg),
-                  prefetch_queue_depth=cfg.prefetch, seed=(cfg.seed * 7919 + shard_id) % (2**31 - 1),
-                  exec_dynamic=True)
+    kwargs = pipeline_kwargs(cfg, shard_id)
     if checkpoint is not None:
         kwargs["checkpoint"] = checkpoint
     p = pipe(**kwargs)

@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # task -> (module in spotart.pipeline, params dataclass name). "images" is the plain

@@ -112,3 +112,25 @@ def test_config_validation():
         PipelineConfig(shards="x", task="images", shard_id=1)
     with pytest.raises(ValueError, match="unknown pipeline config key"):
         PipelineConfig.from_dict({"shards": "x", "bogus": 1})
+
+
+def test_labels_parse_multi_digit_and_unlabelled(tmp_path):
+    """Class ids of several digits come back exact; samples without `cls` come back as -1."""
+    import collections
+
+    from spotart.shards import catalog as cat
+
+    rng = np.random.default_rng(3)
+    lines = []
+    for i in range(15):
+        p = tmp_path / "img" / f"{i}.png"
+        p.parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(p)
+        lines.append(f"img/{i}.png,k{i:02d}" if i < 12 else f"img/{i}.png")
+    (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
+    build_shards([str(tmp_path / "l.csv")], str(tmp_path / "s"), ShardSpec(), progress=False)
+    c = cat.Catalog(str(tmp_path / "s" / "catalog.lmdb"), readonly=True)
+    want = collections.Counter(-1 if r["class_id"] is None else r["class_id"] for _, r in c.iter_samples())
+    c.close()
+    got = collections.Counter(epoch_labels(DaliLoader(cfg(str(tmp_path / "s"), batch_size=4))))
+    assert got == want and want[-1] == 3 and want[11] == 1

@@ -165,7 +165,7 @@ def hostile_collection(root):
     rng = np.random.default_rng(0)
     write_img(str(good / "ok.jpg"), 1)
     write_img(str(good / "caf\u00e9 \u65e5\u672c.jpg"), 2)          # unicode name
-    b = io.BytesIO(); write_img(str(good / "full.jpg"), 3, (64, 64))
+    write_img(str(good / "full.jpg"), 3, (64, 64))
     data = (good / "full.jpg").read_bytes()
     (good / "truncated.jpg").write_bytes(data[: len(data) // 2])
     (good / "empty.jpg").write_bytes(b"")

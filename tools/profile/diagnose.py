@@ -1,0 +1,83 @@
+"""The bottleneck in one sentence, with the knob to turn. A pure function of the measured figures.
+
+Rules, in order:
+1. Data-bound when the end-to-end step waits for data more than `WAIT_LIMIT` of its time.
+   a. The pipeline alone outruns the step alone, yet the step waits: on a GPU the batches come
+      unevenly (raise the prefetch depth); on the CPU the pipeline and the step fight for the
+      same cores (split the threads).
+   b. Otherwise the pipeline is too slow: its most expensive stage (truncated-pipeline
+      differences) names the knob: decode on a GPU -> hardware decoder load; CPU stages ->
+      threads while cores are left, else the CPU is saturated (decode on the GPU); GPU stages ->
+      batch size (per-batch launch cost).
+2. Otherwise compute-bound: the step is the limit; `--compile` when it is off (fewer kernel
+   launches, fused elementwise work), else a larger batch when the GPU is under-used."""
+
+from __future__ import annotations
+
+WAIT_LIMIT = 0.10
+KNOBS = ("threads", "hardware decoder load", "prefetch depth", "batch size", "compile")
+
+
+def diagnose(f: dict) -> dict:
+    """`f`: pipeline_ips, train_ips, e2e_ips, wait_frac, stage_ms (stage -> own ms per batch),
+    device ("cpu"/"gpu"), num_threads, cpu_count, pipeline_cores (cores busy in pipeline threads
+    while the pipeline ran alone), prefetch, hw_decoder_load, batch_size, compile, gpu_util (mean
+    %, or None). -> {"kind", "stage", "knob", "sentence"}."""
+    wait, dev = f["wait_frac"], f["device"]
+    head = (f"End to end {f['e2e_ips']:.0f} img/s (pipeline alone {f['pipeline_ips']:.0f}, training step alone "
+            f"{f['train_ips']:.0f}); the step waits for data {100 * wait:.0f}% of the time")
+    if wait >= WAIT_LIMIT:
+        if f["pipeline_ips"] >= 1.2 * f["train_ips"]:
+            if dev == "cpu":
+                return _out("data", "contention", "threads", head +
+                            f": the pipeline alone is fast enough, but on the CPU it and the training step share "
+                            f"{f['cpu_count']} cores; split them (fewer DALI threads via `--set num_threads=`, or "
+                            f"`--set cpu_threads=` for torch) or move the step to a GPU.")
+            return _out("data", "delivery", "prefetch depth", head +
+                        f": the pipeline alone is fast enough but delivers unevenly; raise the prefetch depth "
+                        f"(`--pipeline-set prefetch={f['prefetch'] + 1}`).")
+        stage_ms = f.get("stage_ms") or {}
+        stage = max(stage_ms, key=stage_ms.get) if stage_ms else "pipeline"
+        share = stage_ms.get(stage, 0) / max(sum(v for v in stage_ms.values() if v > 0), 1e-9)
+        what = f"{head}: the pipeline is the bottleneck, mostly its {stage} stage ({100 * share:.0f}% of its cost)"
+        cpu_stage = dev == "cpu" or stage in ("read",)
+        if stage == "decode" and dev == "gpu" and f["hw_decoder_load"] < 0.95:
+            new = min(1.0, round(f["hw_decoder_load"] + 0.2, 2))
+            return _out("data", stage, "hardware decoder load", what +
+                        f"; give the hardware JPEG decoder more of the work "
+                        f"(`--pipeline-set hw_decoder_load={new}`, now {f['hw_decoder_load']}).")
+        if cpu_stage or stage == "decode":
+            busy = f["pipeline_cores"] >= 0.8 * f["num_threads"]
+            if f["num_threads"] < f["cpu_count"] and busy:
+                new = min(f["cpu_count"], 2 * f["num_threads"])
+                return _out("data", stage, "threads", what +
+                            f"; its {f['num_threads']} DALI threads are busy ({f['pipeline_cores']:.1f} cores) and "
+                            f"the machine has {f['cpu_count']}: raise them (`--set num_threads={new}`).")
+            if not busy:
+                return _out("data", stage, "threads", what +
+                            f"; its threads use only {f['pipeline_cores']:.1f} of {f['num_threads']} cores, so "
+                            f"they wait on I/O: more threads hide it (`--set num_threads={2 * f['num_threads']}`), "
+                            f"or use faster storage.")
+            return _out("data", stage, "threads", what +
+                        f"; all {f['cpu_count']} CPU cores are busy: run the pipeline on the GPU (mixed decode) or "
+                        f"a machine with more cores per GPU.")
+        return _out("data", stage, "batch size", what +
+                    f"; this stage runs on the GPU, where a larger batch amortises the per-batch launch cost "
+                    f"(`--set batch_size={2 * f['batch_size']}`).")
+    head = head + f": compute-bound, the pipeline has {f['pipeline_ips'] / max(f['train_ips'], 1e-9):.1f}x headroom"
+    util = f.get("gpu_util")
+    if not f["compile"]:
+        return _out("compute", "train", "compile", head +
+                    "; speed up the step itself: `--set compile=true` fuses its elementwise work and cuts launches.")
+    if util is not None and util < 70:
+        return _out("compute", "train", "batch size", head +
+                    f"; the GPU is only {util:.0f}% busy: a larger batch (`--set batch_size={2 * f['batch_size']}`) "
+                    f"gives it more work per launch.")
+    return _out("compute", "train", "batch size", head +
+                "; the step is compiled and the device busy: this is the model's speed on this machine "
+                f"(a larger batch, `--set batch_size={2 * f['batch_size']}`, may still help).")
+
+
+def _out(kind, stage, knob, sentence):
+    assert knob in KNOBS
+    return {"kind": kind, "stage": stage, "knob": knob, "sentence": sentence}
