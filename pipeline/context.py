@@ -39,7 +39,7 @@ import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 
-from .ops import HALF_RANGE, to_chw
+from .ops import HALF_RANGE, randint, to_chw
 
 # (dy, dx) of the 8 neighbours, row-major with the centre skipped: label k -> NEIGHBOURS[k]
 NEIGHBOURS = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)], np.int32)
@@ -110,12 +110,6 @@ class ContextGeometry:
 
 def _on_device(node, cfg):
     return node.gpu() if cfg.device == "gpu" else node
-
-
-def randint(lo: int, hi: int, shape=None):
-    """int32 uniform on [lo, hi] inclusive. (fn.random.uniform with an integer dtype rounds a
-    continuous draw, which gives both ends half the probability of the inner values.)"""
-    return fn.random.choice(hi - lo + 1, shape=shape) + lo
 
 
 def _patch(images, start, p: ContextParams, geo: ContextGeometry, cfg):

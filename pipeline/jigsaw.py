@@ -40,7 +40,7 @@ from numba import cuda
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 
-from .ops import HALF_RANGE, out_dtype
+from .ops import HALF_RANGE, out_dtype, randint
 from .permutations import CRITERIA, default_permutations, load_permutations
 
 TILES = 9          # 3x3 grid
@@ -172,12 +172,6 @@ def _gather_kernel(geo: JigsawGeometry, device: str):
     return run_gpu, setup, launch
 
 
-def _randint(lo: int, hi: int, shape):
-    """int32 uniform on [lo, hi] inclusive. (fn.random.uniform with an integer dtype rounds a
-    continuous draw, which gives both ends half the probability of the inner values.)"""
-    return fn.random.choice(hi - lo + 1, shape=shape) + lo
-
-
 def generate(images, cfg) -> dict:
     # imported here: only pipelines that run the jigsaw task pay for the numba plugin's import
     from nvidia.dali.plugin.numba.fn.experimental import numba_function
@@ -190,11 +184,11 @@ def generate(images, cfg) -> dict:
     perm = types.Constant(perms, device="cpu")[label]
     slack = geo.cell - geo.tile
     if p.random_gap:
-        offsets = _randint(0, slack, [TILES, 2])
+        offsets = randint(0, slack, [TILES, 2])
     else:
         offsets = types.Constant(np.full((TILES, 2), slack // 2, np.int32), device="cpu")
     if geo.jitter > 0:
-        jitter = _randint(-geo.jitter, geo.jitter, [TILES, 3, 2])
+        jitter = randint(-geo.jitter, geo.jitter, [TILES, 3, 2])
     else:
         jitter = types.Constant(np.zeros((TILES, 3, 2), np.int32), device="cpu")
 

@@ -24,3 +24,9 @@ def to_chw(images, cfg, mean=HALF_RANGE, std=HALF_RANGE):
     return fn.crop_mirror_normalize(
         images, dtype=out_dtype(cfg), output_layout="CHW", mean=mean, std=std, device=cfg.device
     )
+
+
+def randint(lo: int, hi: int, shape=None):
+    """int32 uniform on [lo, hi] inclusive. (fn.random.uniform with an integer dtype rounds a
+    continuous draw, which gives both ends half the probability of the inner values.)"""
+    return fn.random.choice(hi - lo + 1, shape=shape) + lo

@@ -6,7 +6,7 @@ import nvidia.dali.fn as fn
 import pytest
 from nvidia.dali import pipeline_def
 
-from spotart.pipeline import context
+from spotart.pipeline import context, ops
 from spotart.pipeline.config import PipelineConfig
 
 S = 64
@@ -170,7 +170,7 @@ def test_same_seed_same_batches_half_precision():
 def test_randint_uniform_inclusive():
     @pipeline_def(batch_size=4, num_threads=1, device_id=None, seed=0)
     def pipe():
-        return context.randint(-2, 2, [1000]), context.randint(3, 3, [5])
+        return ops.randint(-2, 2, [1000]), ops.randint(3, 3, [5])
 
     p = pipe()
     p.build()
