@@ -147,10 +147,15 @@ class Sampler:
         inside = [(t, s) for t, s in self.cpu if start <= t <= end]
         if len(inside) < 2:
             return {}, 0.0
-        (t_a, a), (t_b, b) = inside[0], inside[-1]
+        (t_a, a), (t_b, _) = inside[0], inside[-1]
         wall = max(t_b - t_a, 1e-9)
+        # each thread's last reading inside the window: one that ended before the window's end
+        # still counts what it used (it would vanish if only the last sample were read)
+        last: dict[int, tuple[str, float]] = {}
+        for _, sample in inside:
+            last.update(sample)
         groups: dict[str, dict] = {}
-        for tid, (name, cpu_b) in b.items():
+        for tid, (name, cpu_b) in last.items():
             cpu_a = a[tid][1] if tid in a else 0.0  # a thread born inside the window counts from 0
             g = groups.setdefault(thread_group(name), {"cores": 0.0, "threads": 0})
             g["cores"] += max(cpu_b - cpu_a, 0.0) / wall

@@ -1,0 +1,177 @@
+"""Context, jigsaw, inpainting and supervised tasks: each trains on a real batch from its DALI
+pipeline (CPU backend, tiny preset) with a falling loss, and its network keeps the contract."""
+
+import math
+import os
+
+import pytest
+import torch
+
+from spotart.pipeline.config import PipelineConfig
+from spotart.pipeline.loader import DaliLoader
+from spotart.trainer.config import build_config
+from spotart.trainer.export import export_backbone, load_backbone
+from spotart.trainer.loop import train
+from spotart.trainer.metrics import read_metrics
+from spotart.trainer.nets.context_encoder import ChannelwiseFC, ContextEncoder, PatchDiscriminator
+from spotart.trainer.nets.jigsaw_head import JigsawNet
+from spotart.trainer.nets.pair import PairNet
+from spotart.trainer.nets.trunk import Trunk
+from spotart.trainer.inpainting import weighted_l2
+from spotart.trainer.tasks import get_task, task_names
+
+BASE = ["progress=false", "log_every=1", "batch_size=8", "device=cpu", "lr_schedule=constant", "lr=1e-3"]
+
+
+class Fixed:
+    """One batch, every step (the DaliLoader interface)."""
+
+    def __init__(self, batch):
+        self.batch, self.position, self.epoch = batch, 0, 0
+
+    def __len__(self):
+        return 1_000_000
+
+    def __iter__(self):
+        while True:
+            self.position += 1
+            yield self.batch
+
+    def state_dict(self):
+        return {"kind": "fixed", "position": self.position}
+
+    def load_state_dict(self, state):
+        self.position = state["position"]
+
+
+def first_batch(cfg, shards):
+    task = get_task(cfg.task)
+    pcfg = PipelineConfig(shards=shards, task=task.pipeline_task, batch_size=cfg.batch_size,
+                          image_size=cfg.image_size, device="cpu", num_threads=1, seed=0,
+                          params=task.pipeline_params(cfg))
+    return next(iter(DaliLoader(pcfg, "cpu")))
+
+
+def records(run):
+    return [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "event" not in r]
+
+
+def test_registry_has_every_task():
+    assert {"artifacts", "context", "jigsaw", "inpainting", "supervised"} <= set(task_names())
+
+
+@pytest.mark.parametrize("name,key,steps", [("context", "loss", 30), ("jigsaw", "loss", 30),
+                                            ("supervised", "loss", 30), ("inpainting", "loss_rec", 30)])
+def test_task_learns_a_fixed_pipeline_batch(name, key, steps, sample_shards, tmp_path):
+    cfg = build_config(name, "tiny", BASE + [f"steps={steps}", f"shards={sample_shards}"])
+    batch = first_batch(cfg, sample_shards)
+    torch.manual_seed(0)
+    run = str(tmp_path / name)
+    summary = train(cfg, run, loader=Fixed(batch))
+    assert summary["finished"]
+    recs = records(run)
+    assert len(recs) == steps
+    for r in recs:
+        assert all(math.isfinite(v) for v in r.values() if isinstance(v, float)), r
+    losses = [r[key] for r in recs]
+    assert sum(losses[-5:]) < 0.6 * sum(losses[:5]), losses
+    if name != "inpainting":
+        assert recs[-1]["acc"] > 0.9  # the batch is memorised
+    # the trained trunk exports as a backbone and reproduces the run's trunk
+    out = str(tmp_path / f"{name}.pt")
+    info = export_backbone(run, out)
+    assert info["task"] == name
+    trunk = load_backbone(out)
+    assert len(trunk.features(torch.zeros(2, 3, 32, 32))) == 5
+
+
+def test_supervised_reads_classes_from_the_manifest(sample_shards):
+    cfg = build_config("supervised", "tiny", BASE + [f"shards={sample_shards}"])
+    assert cfg.params.num_classes == 8  # the sample collection's classes
+    assert cfg.to_dict()["params"]["num_classes"] == 8  # saved resolved: export needs no shards
+    with pytest.raises(ValueError, match="labelled shards"):
+        get_task("supervised").build_models(build_config("supervised", "tiny", BASE + ["data=synthetic"]))
+
+
+def test_pair_net_uses_the_order_of_the_patches():
+    torch.manual_seed(0)
+    net = PairNet(Trunk("tiny"), hidden=16, pool=1).eval()
+    a, b = torch.randn(4, 3, 7, 7), torch.randn(4, 3, 7, 7)
+    ab, ba = net(a, b), net(b, a)
+    assert ab.shape == (4, 8)
+    assert not torch.allclose(ab, ba)  # concatenation, not a symmetric pooling of the two
+
+
+def test_jigsaw_net_depends_on_tile_order_and_shares_the_trunk():
+    torch.manual_seed(0)
+    net = JigsawNet(Trunk("tiny"), permutations=10, tile_hidden=8, hidden=16, pool=1).eval()
+    tiles = torch.randn(3, 9, 3, 9, 9)
+    out = net(tiles)
+    assert out.shape == (3, 10)
+    assert not torch.allclose(out, net(tiles[:, torch.randperm(9)]))
+    assert sum(p.numel() for p in net.trunk.parameters()) == sum(p.numel() for p in Trunk("tiny").parameters())
+    with pytest.raises(ValueError, match="9 tiles"):
+        net(tiles[:, :4])
+
+
+def test_channelwise_fc_mixes_locations_within_a_channel_only():
+    fc = ChannelwiseFC(3, 2)
+    x = torch.zeros(1, 3, 2, 2, requires_grad=True)
+    fc(x)[0, 1, 0, 0].backward()
+    g = x.grad[0]
+    assert g[0].abs().sum() == 0 and g[2].abs().sum() == 0  # no weights across channels
+    assert (g[1] != 0).all()  # every location of its own channel
+
+
+def test_context_encoder_and_discriminator_geometry():
+    for size in (32, 64):
+        g = ContextEncoder(Trunk("tiny"), size)
+        assert g(torch.randn(2, 3, size, size)).shape == (2, 3, size, size)
+        assert PatchDiscriminator(size, 8)(torch.randn(2, 3, size, size)).shape == (2,)
+    with pytest.raises(ValueError, match="power of two"):
+        ContextEncoder(Trunk("tiny"), 36)
+
+
+def test_weighted_l2_counts_the_band_and_ignores_the_rest():
+    target = torch.zeros(1, 3, 4, 4)
+    pred = torch.ones(1, 3, 4, 4)
+    weight = torch.zeros(1, 1, 4, 4)
+    weight[..., 0, 0] = 1.0   # hole pixel
+    weight[..., 0, 1] = 10.0  # overlap band pixel
+    # (1 + 10) * 3 channels over 2 predicted pixels * 3 channels
+    assert weighted_l2(pred, target, weight).item() == pytest.approx(11 / 2)
+
+
+def coordinate_images(gen, n, size, device):
+    """Channel 0 = row, channel 1 = column: a crop's top-left pixel says where it was cut."""
+    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                            indexing="ij")
+    return torch.stack([yy, xx, torch.zeros_like(yy)])[None].repeat(n, 1, 1, 1)
+
+
+def test_synthetic_batches_keep_the_pipeline_contracts(monkeypatch):
+    from spotart.pipeline.context import NEIGHBOURS, ContextParams
+    from spotart.pipeline.jigsaw import JigsawParams
+    from spotart.trainer import synthetic
+    from spotart.trainer.synthetic import SyntheticBatches
+
+    monkeypatch.setattr(synthetic, "smooth_images", coordinate_images)
+    geo = ContextParams().geometry(64)
+    b = next(iter(SyntheticBatches("context", 32, 64, params={})))
+    d = (b["patch2"][:, :2, 0, 0] - b["patch1"][:, :2, 0, 0]) / (geo.patch + geo.gap)
+    assert torch.equal(d.long(), torch.as_tensor(NEIGHBOURS, dtype=torch.long)[b["position"]])
+    assert len(set(b["position"].tolist())) > 1
+
+    jp = JigsawParams(count=10)
+    jgeo = jp.geometry(64)
+    b = next(iter(SyntheticBatches("jigsaw", 8, 64, params={"count": 10, "permutations": None})))
+    perms = torch.as_tensor(jp.load_set(), dtype=torch.long)[b["permutation"]]
+    corner = b["tiles"][:, :, :2, 0, 0]  # (B, 9, 2) top-left (row, col) of each output tile
+    cell = ((corner - jgeo.origin) // jgeo.cell).long()  # grid cell each tile was cut from
+    assert torch.equal(cell[..., 0] * 3 + cell[..., 1], perms)  # tile i comes from cell perm[i]
+
+    b = next(iter(SyntheticBatches("inpainting", 2, 32, params={"overlap": 4, "overlap_weight": 10.0})))
+    hole = b["mask"] > 0
+    assert torch.all(b["image"][hole.expand_as(b["image"])] == 0)
+    assert set(b["weight"].unique().tolist()) == {0.0, 1.0, 10.0}
+    assert torch.equal(b["weight"] == 1, hole)

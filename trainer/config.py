@@ -1,0 +1,280 @@
+"""`TrainConfig`: one frozen, validated description of a training run, built from a preset plus
+`key=value` overrides. Unknown keys are errors.
+
+Presets (sizes, not methods; every task reads the same preset):
+  tiny     32 px images, a small trunk (conv1 5x5/2), batch 16, one torch CPU thread: CPU tests
+           and smoke runs; both phases of the artifacts task (300 steps) in about a minute or two
+           on two CPU cores with DALI's CPU backend.
+  64px     64 px images (tiny-imagenet-a, STL-10 downscaled), the AlexNet trunk with conv5 at 4x4,
+           batch 256 per GPU: sized for one H100 in bf16.
+  alexnet  224 px images, AlexNet as in the paper's ImageNet experiments (conv5 14x14), batch 128.
+
+Keys: the top-level fields below; `trunk.<key>` for the trunk (`TrunkConfig`); task parameters as
+`params.<key>` or, when the name is not a top-level field, the bare key (`theta=0.5`).
+Values are parsed after the type of the value they replace (ints, floats, true/false,
+comma-separated tuples, none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .nets.trunk import TRUNK_PRESETS, TrunkConfig, trunk_config
+
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DATA = ("shards", "synthetic")
+SCHEDULES = ("linear", "constant")
+
+# Keys that may differ between a run and its resumption: they change how the run is watched and
+# cut, never what it computes.
+RUNTIME_KEYS = frozenset({"log_every", "ckpt_every", "keep_checkpoints", "stop_after", "progress", "compile",
+                          "cpu_threads"})
+
+# preset -> top-level values, trunk preset name, per-task parameter values
+PRESETS: dict[str, dict] = {
+    "tiny": {
+        "image_size": 32, "batch_size": 16, "steps": 300, "log_every": 10, "ckpt_every": 100, "num_threads": 2,
+        "cpu_threads": 1,  # 2 shared cores: one torch thread beside DALI's workers beats OpenMP spinning
+        "trunk": "tiny",
+        "params": {"artifacts": {"enc_stem": 16, "enc_channels": (16, 32, 64),
+                                 "head_hidden": 64, "head_pool": 4},
+                   "context": {"hidden": 64}, "jigsaw": {"count": 100, "tile_hidden": 32, "hidden": 128},
+                   "inpainting": {"disc_width": 16}, "supervised": {"hidden": 64}},
+    },
+    "64px": {
+        "image_size": 64, "batch_size": 256, "steps": 60_000, "log_every": 50, "ckpt_every": 2000, "num_threads": 4,
+        "trunk": "64px",
+        "params": {"artifacts": {"enc_stem": 32, "enc_channels": (64, 128, 256, 512),
+                                 "head_hidden": 1024, "head_pool": 4}},
+    },
+    "alexnet": {
+        "image_size": 224, "batch_size": 128, "steps": 300_000, "log_every": 100, "ckpt_every": 5000, "num_threads": 8,
+        "trunk": "alexnet",
+        "params": {"artifacts": {"enc_stem": 32, "enc_channels": (64, 128, 256, 512),
+                                 "head_hidden": 4096, "head_pool": 6}},
+    },
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str = "artifacts"
+    preset: str = "64px"
+    # data
+    data: str = "shards"               # "shards" (DALI) or "synthetic" (on-device batches, tests/benchmarks)
+    shards: str | None = None          # directory made by `spotart build-shards`
+    image_size: int = 64
+    batch_size: int = 256              # per rank
+    num_threads: int = 4               # DALI CPU threads per rank
+    seed: int = 0
+    # model
+    trunk: Any = "64px"                # TrunkConfig, a dict or a trunk preset name
+    # optimisation: Adam with beta1 0.5, eps 1e-5, lr 3e-4, L2 5e-5 (released code, both phases)
+    steps: int = 60_000                # optimisation steps of the run, all phases together
+    lr: float = 3e-4
+    betas: tuple = (0.5, 0.999)
+    eps: float = 1e-5
+    weight_decay: float = 5e-5         # coupled L2 on conv/linear weights (TF l2_regularizer)
+    lr_schedule: str = "linear"        # per phase: linear decay to lr_final * lr over lr_decay_frac of it
+    lr_final: float = 0.01
+    lr_decay_frac: float = 0.9
+    # runtime
+    device: str = "auto"               # auto: cuda when available
+    precision: str = "auto"            # auto: bf16 autocast on GPU, fp32 on CPU; fp16 uses GradScaler
+    channels_last: bool | None = None  # None: on for GPU
+    compile: bool = False
+    log_every: int = 50
+    ckpt_every: int = 2000
+    keep_checkpoints: int = 0          # step-numbered checkpoints kept beside last.pt
+    stop_after: int = 0                # stop (with a checkpoint) after this many steps of this invocation
+    progress: bool = True
+    cpu_threads: int = 0               # torch CPU threads, 0: torch's default (see the CLI help)
+    params: Any = None                 # the task's parameters (its own frozen dataclass)
+
+    def __post_init__(self):
+        from .tasks import get_task  # late: tasks import this module
+
+        task = get_task(self.task)
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.data not in DATA:
+            raise ValueError(f"data must be one of {DATA}, got {self.data!r}")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be one of {DEVICES} or cuda:N, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        for name, low in (("image_size", 16), ("batch_size", 1), ("num_threads", 1), ("steps", 1),
+                          ("log_every", 1), ("ckpt_every", 1), ("keep_checkpoints", 0), ("stop_after", 0),
+                          ("cpu_threads", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
+        betas = tuple(float(b) for b in self.betas)
+        if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+        object.__setattr__(self, "betas", betas)
+        if not self.lr > 0 or self.eps <= 0 or self.weight_decay < 0:
+            raise ValueError("lr and eps must be > 0 and weight_decay >= 0")
+        if not 0 < self.lr_final <= 1 or not 0 < self.lr_decay_frac <= 1:
+            raise ValueError("lr_final and lr_decay_frac must be in (0, 1]")
+        object.__setattr__(self, "trunk", trunk_config(self.trunk))
+        object.__setattr__(self, "params", _make(task.params_class, self.params, f"{self.task} parameter"))
+        task.validate(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["trunk"] = self.trunk.to_dict()
+        d["params"] = dataclasses.asdict(self.params)
+        return json.loads(json.dumps(d))  # tuples -> lists: plain JSON types throughout
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown train config key(s) {unknown}")
+        return cls(**d)
+
+
+def _make(cls, value, what: str):
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+        return cls(**value)
+    raise TypeError(f"{what}s must be a dict or {cls.__name__}, got {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------------------------
+# building a config from a preset / a saved config and `key=value` overrides
+
+def parse_overrides(items) -> dict[str, str]:
+    """["a=1", "trunk.norm=none"] -> {"a": "1", "trunk.norm": "none"}."""
+    out = {}
+    for item in items or ():
+        key, sep, value = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_value(text, like):
+    """Parse `text` to the type of `like` (the value it replaces)."""
+    if not isinstance(text, str):
+        return text
+    low = text.lower()
+    if low in ("none", "null", "auto") and (like is None or isinstance(like, bool)):
+        return None
+    if isinstance(like, bool) or (like is None and low in ("true", "false", "yes", "no", "on", "off")):
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true/false, got {text!r}")
+    if isinstance(like, (tuple, list)):
+        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
+        proto = like[0] if len(like) else 0
+        return tuple(parse_value(p.strip(), proto) for p in parts)
+    if isinstance(like, int):
+        return int(text)
+    if isinstance(like, float):
+        return float(text)
+    if like is None:
+        for conv in (int, float):
+            try:
+                return conv(text)
+            except ValueError:
+                pass
+    return text
+
+
+def preset_dict(task: str, preset: str) -> dict:
+    """The plain-dict config of `preset` for `task` (defaults filled in)."""
+    from .tasks import get_task
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    get_task(task)  # an unknown task is named before anything else
+    p = PRESETS[preset]
+    d = TrainConfig(task=task, preset=preset, trunk=p["trunk"], params=p["params"].get(task),
+                    **{k: v for k, v in p.items() if k not in ("trunk", "params")}).to_dict()
+    return d
+
+
+def apply_overrides(base: dict, overrides: dict[str, str]) -> dict:
+    """Overrides onto a plain config dict; unknown keys are errors naming the known ones."""
+    d = json.loads(json.dumps(base))
+    top = {f.name for f in dataclasses.fields(TrainConfig)} - {"trunk", "params"}
+    for key, text in overrides.items():
+        if key in ("trunk", "params", "task", "preset"):
+            raise ValueError(f"{key!r} cannot be overridden with --set; use --task/--preset or {key}.<key>=VALUE")
+        if key.startswith("trunk."):
+            sub, name = d["trunk"], key[len("trunk."):]
+        elif key.startswith("params."):
+            sub, name = d["params"], key[len("params."):]
+        elif key in top:
+            sub, name = d, key
+        elif key in d["params"]:
+            sub, name = d["params"], key
+        else:
+            raise ValueError(f"unknown config key {key!r}; known: {sorted(top)}, "
+                             f"trunk.{{{','.join(sorted(d['trunk']))}}}, params.{{{','.join(sorted(d['params']))}}}")
+        if name not in sub:
+            raise ValueError(f"unknown config key {key!r}; known here: {sorted(sub)}")
+        sub[name] = parse_value(text, sub[name])
+    return d
+
+
+def build_config(task: str = "artifacts", preset: str = "64px", overrides=None, base: dict | None = None) -> TrainConfig:
+    """TrainConfig from `base` (a saved config dict) or the preset, plus overrides (dict or list of
+    "key=value")."""
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
+    d = base if base is not None else preset_dict(task, preset)
+    return TrainConfig.from_dict(apply_overrides(d, overrides or {}))
+
+
+def config_diff(a: dict, b: dict, ignore=RUNTIME_KEYS) -> list[str]:
+    """Keys whose values differ between two config dicts (nested as a.b), ignoring runtime keys."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        if k in ignore:
+            continue
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{k}.{s}" for s in config_diff(va, vb, ignore=())]
+        elif va != vb:
+            out.append(k)
+    return out
+
+
+__all__ = ["TrainConfig", "PRESETS", "TRUNK_PRESETS", "TrunkConfig", "build_config", "parse_overrides",
+           "apply_overrides", "preset_dict", "config_diff", "config_for_run", "RUNTIME_KEYS"]
+
+
+def config_for_run(run_dir: str, task: str | None = None, preset: str | None = None, overrides=(),
+                   resume: bool = False) -> TrainConfig:
+    """The config of a run: with --resume and neither task nor preset given, the run's saved
+    config (RUN/config.json) plus overrides; otherwise the preset plus overrides."""
+    import os
+
+    saved = os.path.join(run_dir, "config.json")
+    if resume and task is None and preset is None and os.path.isfile(saved):
+        with open(saved) as f:
+            return build_config(base=json.load(f)["train"], overrides=overrides)
+    return build_config(task or "artifacts", preset or "64px", overrides)

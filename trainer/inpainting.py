@@ -1,0 +1,120 @@
+"""The context-encoder task (Pathak et al., CVPR 2016): fill the hole of a masked image.
+Batches from pipeline/inpainting.py: "image" (hole filled with 0, the mean), "target", "mask"
+(1 = hole), "weight" (1 on the hole, overlap_weight on the overlap band, 0 elsewhere).
+Networks: nets/context_encoder.py (encoder = the shared trunk, channel-wise fc bottleneck,
+up-convolution decoder; DCGAN discriminator).
+
+Joint loss, one phase, both optimisers stepping on the same forward (as artifacts.py):
+  pred = G(image)
+  L_rec = sum(weight * (pred - target)^2) / (3 * #pixels with weight > 0)
+          (the released code's MSE over the predicted region with its gradient scaled by the
+          weight map: the overlap band counts overlap_weight (10) times)
+  fill  = pred on the predicted region (weight > 0), target elsewhere
+  D sees [target; fill] as one batch (shared BatchNorm statistics)
+  L_G = rec_weight * L_rec + adv_weight * BCE(D(fill), real)       (0.999 and 0.001, paper)
+  L_D = BCE(D([target; fill]), [real; fake])
+
+Choices where the paper is silent or its code differs:
+  - D sees the whole composite image (context + prediction), not only the predicted square the
+    centre-mode code crops for D, so the same D serves the "blocks" and "regions" holes.
+  - The generator's adversarial term is the non-saturating -log D(fill).
+  - D's learning rate is disc_lr_ratio (0.1) x the trainer's (code: 2e-4 for D, 2e-3 for G).
+  - Hole shape: "center" (paper's main setting); mode=blocks|regions switch it.
+Logged: loss_rec, loss_adv, loss_disc, rec_mse (plain MSE inside the hole), acc_real, acc_fake."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import losses as L
+from .nets.context_encoder import ContextEncoder, PatchDiscriminator
+from .nets.trunk import Trunk
+from .tasks import Phase, Task
+
+
+@dataclass(frozen=True)
+class InpaintingTaskParams:
+    mode: str = "center"
+    overlap: int = 4               # px (released code; the paper says 7)
+    overlap_weight: float = 10.0
+    rec_weight: float = 0.999
+    adv_weight: float = 0.001
+    disc_width: int = 64           # D's first layer width (DCGAN: 64)
+    disc_lr_ratio: float = 0.1
+    dropout: float = 0.5           # after the channel-wise fc (code)
+
+    def __post_init__(self):
+        if self.rec_weight < 0 or self.adv_weight < 0 or self.rec_weight + self.adv_weight == 0:
+            raise ValueError("inpainting rec_weight and adv_weight must be >= 0 and not both 0")
+        if self.disc_width < 1 or not self.disc_lr_ratio > 0 or not 0 <= self.dropout < 1:
+            raise ValueError("inpainting disc_width >= 1, disc_lr_ratio > 0 and dropout in [0, 1) needed")
+
+
+def weighted_l2(pred, target, weight):
+    """sum(weight * (pred - target)^2) / (channels * #pixels with weight > 0), in float32."""
+    pred, target, weight = pred.float(), target.float(), weight.float()
+    err = ((pred - target).pow(2) * weight).sum()
+    return err / ((weight > 0).sum() * pred.shape[1]).clamp(min=1)
+
+
+class InpaintingTask(Task):
+    name = "inpainting"
+    pipeline_task = "inpainting"
+    params_class = InpaintingTaskParams
+
+    def validate(self, cfg):
+        from ..pipeline.inpainting import InpaintingParams
+
+        InpaintingParams(**self.pipeline_params(cfg))
+        if cfg.image_size % cfg.trunk.downsampling:
+            raise ValueError(f"inpainting: image_size {cfg.image_size} must be a multiple of the trunk's "
+                             f"downsampling {cfg.trunk.downsampling} (the decoder doubles conv5 back to it)")
+
+    def pipeline_params(self, cfg):
+        p = cfg.params
+        return {"mode": p.mode, "overlap": p.overlap, "overlap_weight": p.overlap_weight}
+
+    def build_models(self, cfg):
+        p = cfg.params
+        return {"generator": ContextEncoder(Trunk(cfg.trunk), cfg.image_size, dropout=p.dropout),
+                "disc": PatchDiscriminator(cfg.image_size, p.disc_width)}
+
+    def trunk(self, models):
+        return models["generator"].trunk
+
+    def phases(self, cfg):
+        return [Phase("inpainting", cfg.steps, ("generator", "disc"))]  # G first: its loss goes through D
+
+    def optimizer_params(self, models):
+        return {name: list(m.parameters()) for name, m in models.items()}
+
+    def build_optimizer(self, name, params, cfg):
+        opt = super().build_optimizer(name, params, cfg)
+        if name == "disc":
+            for g in opt.param_groups:
+                g["lr"] *= cfg.params.disc_lr_ratio
+        return opt
+
+    def enter_phase(self, models, phase):
+        return {n: m.requires_grad_(True).train() for n, m in models.items()}
+
+    def train_step(self, runners, batch, phase, cfg):
+        p = cfg.params
+        x, target, weight, hole = batch["image"], batch["target"], batch["weight"], batch["mask"]
+        pred = runners["generator"](x)
+        rec = weighted_l2(pred, target, weight)
+        region = (weight > 0).to(pred.dtype)
+        fill = region * pred + (1 - region) * target.to(pred.dtype)
+        logits = runners["disc"](torch.cat([target.to(fill.dtype), fill]))
+        b = x.shape[0]
+        is_real = torch.cat([torch.ones(b, device=x.device), torch.zeros(b, device=x.device)])
+        loss_disc = L.bce(logits, is_real)
+        loss_adv = L.bce(logits[b:], torch.ones(b, device=x.device))
+        loss_gen = p.rec_weight * rec + p.adv_weight * loss_adv
+        acc_real, acc_fake = L.real_fake_accuracy(logits[:b], logits[b:])
+        logs = {"loss_gen": loss_gen.detach(), "loss_rec": rec.detach(), "loss_adv": loss_adv.detach(),
+                "loss_disc": loss_disc.detach(),
+                "rec_mse": L.masked_mse(pred.detach(), target, hole), "acc_real": acc_real, "acc_fake": acc_fake}
+        return {"generator": loss_gen, "disc": loss_disc}, logs

@@ -1,0 +1,77 @@
+"""Metrics: per-step scalars kept on the device and summed, read back once per log interval (one
+device synchronisation per `log_every` steps), averaged over ranks, written as one JSON line per
+interval to RUN/metrics.jsonl and shown on the progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import torch
+
+from .distributed import DistInfo, mean_across_ranks
+
+
+class Meter:
+    """Running sums of a fixed set of 0-d tensors (the task's logs) within one log interval."""
+
+    def __init__(self):
+        self.names: list[str] | None = None
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, logs: dict):
+        vec = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
+        if self.names is None:
+            self.names, self.sums = list(logs), vec
+        else:
+            self.sums = self.sums + vec
+        self.count += 1
+
+    def read(self, info: DistInfo) -> dict:
+        """Means over the interval and over ranks; resets. The one sync point per interval."""
+        if not self.count:
+            return {}
+        means = mean_across_ranks(self.sums / self.count, info).tolist()
+        out = dict(zip(self.names, means))
+        self.names, self.sums, self.count = None, None, 0
+        return out
+
+
+class MetricsWriter:
+    """Appends JSON lines; on resume, drops the records past the resumed step (they were written
+    by the interrupted run after its last checkpoint and are about to be recomputed)."""
+
+    def __init__(self, path: str, resume_step: int | None = None):
+        self.path = path
+        if resume_step is not None and os.path.exists(path):
+            with open(path) as f:
+                keep = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            with open(path + ".tmp", "w") as f:
+                f.writelines(keep)
+            os.replace(path + ".tmp", path)
+        self._f = open(path, "a", buffering=1)
+
+    def write(self, record: dict):
+        self._f.write(json.dumps(record, allow_nan=True) + "\n")
+
+    def close(self):
+        self._f.close()
+
+
+def read_metrics(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(ln) for ln in f if ln.strip()]
+
+
+def postfix(record: dict) -> dict:
+    """The progress bar's short form of a record."""
+    keys = ("loss_disc", "loss_repair", "acc_real", "acc_fake", "mask_iou", "ae_mse", "ae_psnr",
+            "img_per_s", "data_wait_frac", "gpu_mem_gib")
+    out = {}
+    for k in keys:
+        v = record.get(k)
+        if isinstance(v, float) and math.isfinite(v):
+            out[k] = f"{v:.3g}"
+    return out
