@@ -2,8 +2,10 @@
 
 The damage itself happens in feature space inside the model (phi_hat = Omega * phi + (1 - Omega) *
 (u conv phi), see trainer); the pipeline only supplies the real image and Omega, one binary
-M x N map per image with M = N = `mask_size`, the spatial resolution of the encoder's output
-(8 for a 64 px input through an 8x-downsampling encoder). Every entry is dropped independently
+M x N map per image with M = N = `mask_size`, the spatial resolution of the encoder's output.
+The trainer sets it from its encoder (`trainer.artifacts.mask_size`: image_size / 2^depth, so 4
+for the `64px` preset's 16x-downsampling encoder, matching conv5 of the discriminator); the
+default 8 suits a 64 px input through an 8x-downsampling encoder. Every entry is dropped independently
 with probability `theta`, exactly as the paper defines Omega; the draws come from DALI's random
 generator on `cfg.device`, so they are reproducible from the pipeline seed.
 

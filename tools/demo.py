@@ -37,12 +37,14 @@ def run_demo(out: str, count: int = 512, steps: int = 300, overrides=(), echo=pr
     last = {}
     with open(os.path.join(run, "metrics.jsonl")) as f:
         for line in f:
-            last = json.loads(line)
+            rec = json.loads(line)
+            if "img_per_s" in rec:  # a training record, not the closing one
+                last = rec
     echo(f"done in {time.perf_counter() - t0:.0f} s")
     echo(f"  run:        {run}")
     echo(f"  metrics:    {os.path.join(run, 'metrics.jsonl')}")
     echo(f"  checkpoint: {os.path.join(run, 'checkpoints', 'last.pt')}")
     echo(f"  backbone:   {backbone}  (torch.load(..., weights_only=True))")
-    shown = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+    shown = {k: v for k, v in last.items() if isinstance(v, (int, float)) and k not in ("epoch", "lr")}
     echo("  last metrics: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
     return {"run": run, "backbone": backbone, "shards": shards, "summary": summary}

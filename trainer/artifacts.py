@@ -72,6 +72,7 @@ class ArtifactsParams:
     mask_on_real: bool = True
     head_hidden: int = 1024     # width of the real/fake head's fc layer
     head_pool: int = 4          # conv5 is pooled to head_pool x head_pool for that head
+    disc_lr_mult: float = 1.0   # C's learning rate = lr x this (code: 1); >1 is the two-time-scale rule
 
     def __post_init__(self):
         ch = tuple(int(c) for c in self.enc_channels)
@@ -87,6 +88,8 @@ class ArtifactsParams:
         for name in ("ae_weight", "adv_weight", "rec_weight", "mask_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.disc_lr_mult <= 0:
+            raise ValueError(f"disc_lr_mult must be > 0, got {self.disc_lr_mult}")
         if self.head_hidden < 1 or self.head_pool < 1:
             raise ValueError("head_hidden and head_pool must be >= 1")
 
@@ -135,6 +138,16 @@ class ArtifactsTask(Task):
 
     def optimizer_params(self, models):
         return {name: list(m.parameters()) for name, m in models.items()}
+
+    def build_optimizer(self, name, params, cfg):
+        opt = super().build_optimizer(name, params, cfg)
+        if name == "disc":
+            # a short run's C must get ahead of the repair network before the game can teach it
+            # anything (two-time-scale update rule, Heusel et al. 2017); the loop's schedule
+            # scales from these base rates
+            for g in opt.param_groups:
+                g["lr"] *= cfg.params.disc_lr_mult
+        return opt
 
     def enter_phase(self, models, phase):
         ae, repair, disc = models["autoencoder"], models["repair"], models["disc"]

@@ -40,8 +40,10 @@ PRESETS: dict[str, dict] = {
         "image_size": 32, "batch_size": 16, "steps": 300, "log_every": 10, "ckpt_every": 100, "num_threads": 2,
         "cpu_threads": 1,  # 2 shared cores: one torch thread beside DALI's workers beats OpenMP spinning
         "trunk": "tiny",
+        # disc_lr_mult 4: in a few hundred steps C never gets ahead of the repair network at the
+        # code's equal rates (real/fake stays at chance); 4x lets it (docs/benchmarks.md, demo)
         "params": {"artifacts": {"enc_stem": 16, "enc_channels": (16, 32, 64),
-                                 "head_hidden": 64, "head_pool": 4},
+                                 "head_hidden": 64, "head_pool": 4, "disc_lr_mult": 4.0},
                    "context": {"hidden": 64}, "jigsaw": {"count": 100, "tile_hidden": 32, "hidden": 128},
                    "inpainting": {"disc_width": 16}, "supervised": {"hidden": 64}},
     },
@@ -70,6 +72,8 @@ class TrainConfig:
     image_size: int = 64
     batch_size: int = 256              # per rank
     num_threads: int = 4               # DALI CPU threads per rank
+    prefetch: int = 2                  # DALI prefetch queue depth (batches in flight)
+    hw_decoder_load: float = 0.65      # share of JPEGs for the GPU's hardware decoder (A100/H100)
     seed: int = 0
     # model
     trunk: Any = "64px"                # TrunkConfig, a dict or a trunk preset name
@@ -109,7 +113,9 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        for name, low in (("image_size", 16), ("batch_size", 1), ("num_threads", 1), ("steps", 1),
+        if not 0.0 <= self.hw_decoder_load <= 1.0:
+            raise ValueError(f"hw_decoder_load must be in [0, 1], got {self.hw_decoder_load}")
+        for name, low in (("image_size", 16), ("batch_size", 1), ("num_threads", 1), ("prefetch", 1), ("steps", 1),
                           ("log_every", 1), ("ckpt_every", 1), ("keep_checkpoints", 0), ("stop_after", 0),
                           ("cpu_threads", 0)):
             v = getattr(self, name)

@@ -27,7 +27,7 @@ def pipeline_config(cfg, task, rt) -> PipelineConfig | None:
         shards=cfg.shards, task=task.pipeline_task, batch_size=cfg.batch_size, image_size=cfg.image_size,
         device="gpu" if rt.device.type == "cuda" else "cpu",
         device_id=rt.device.index if rt.device.type == "cuda" else None,
-        num_threads=cfg.num_threads, seed=cfg.seed, dtype=rt.data_dtype, params=task.pipeline_params(cfg))
+        num_threads=cfg.num_threads, prefetch=cfg.prefetch, hw_decoder_load=cfg.hw_decoder_load, seed=cfg.seed, dtype=rt.data_dtype, params=task.pipeline_params(cfg))
 
 
 def build_loader(cfg, task, rt, pcfg: PipelineConfig | None):

@@ -68,7 +68,7 @@ def read_metrics(path: str) -> list[dict]:
 def postfix(record: dict) -> dict:
     """The progress bar's short form of a record."""
     keys = ("loss_disc", "loss_repair", "acc_real", "acc_fake", "mask_iou", "ae_mse", "ae_psnr",
-            "img_per_s", "data_wait_frac", "gpu_mem_gib")
+            "loss", "acc", "loss_rec", "loss_gen", "img_per_s", "data_wait_frac", "gpu_mem_gib")
     out = {}
     for k in keys:
         v = record.get(k)

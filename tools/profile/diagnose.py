@@ -35,7 +35,7 @@ def diagnose(f: dict) -> dict:
                             f"`--set cpu_threads=` for torch) or move the step to a GPU.")
             return _out("data", "delivery", "prefetch depth", head +
                         f": the pipeline alone is fast enough but delivers unevenly; raise the prefetch depth "
-                        f"(`--pipeline-set prefetch={f['prefetch'] + 1}`).")
+                        f"(`--set prefetch={f['prefetch'] + 1}`).")
         stage_ms = f.get("stage_ms") or {}
         stage = max(stage_ms, key=stage_ms.get) if stage_ms else "pipeline"
         share = stage_ms.get(stage, 0) / max(sum(v for v in stage_ms.values() if v > 0), 1e-9)
@@ -45,7 +45,7 @@ def diagnose(f: dict) -> dict:
             new = min(1.0, round(f["hw_decoder_load"] + 0.2, 2))
             return _out("data", stage, "hardware decoder load", what +
                         f"; give the hardware JPEG decoder more of the work "
-                        f"(`--pipeline-set hw_decoder_load={new}`, now {f['hw_decoder_load']}).")
+                        f"(`--set hw_decoder_load={new}`, now {f['hw_decoder_load']}).")
         if cpu_stage or stage == "decode":
             busy = f["pipeline_cores"] >= 0.8 * f["num_threads"]
             if f["num_threads"] < f["cpu_count"] and busy:
