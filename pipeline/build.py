@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 
+import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
@@ -36,22 +37,20 @@ def shard_files(cfg: PipelineConfig) -> tuple[list[str], list[str], dict]:
 
 
 CLS_DIGITS = 9  # class ids up to 999,999,999
+_POW10 = np.array([10**i for i in range(CLS_DIGITS)], dtype=np.int64)[None, :, None]
 
 
 def parse_labels(cls):
     """ASCII class ids (webdataset's `cls`) -> int64 (1,) per sample; an empty component (an
-    unlabelled sample) -> -1. Horner's rule over a fixed-width, padded copy, in plain DALI
-    arithmetic: no numba kernel to compile at every pipeline build."""
-    padded = fn.pad(fn.cast(cls, dtype=types.INT64), axes=[0], shape=[CLS_DIGITS], fill_value=-1)
-    value = fn.constant(idata=0, shape=[1], dtype=types.INT64)
-    seen = value
-    for i in range(CLS_DIGITS):
-        c = padded[i:i + 1]
-        digit = (c >= 48) & (c <= 57)
-        d = fn.cast(digit, dtype=types.INT64)
-        value = d * (value * 10 + c - 48) + (1 - d) * value
-        seen = seen | d
-    return value - (1 - seen)
+    unlabelled sample) -> -1. Reversed (units first) and padded with '0', the digits dot powers
+    of ten give the number in a handful of batch-wide DALI operators: no numba kernel to compile
+    at every pipeline build, and ~10x cheaper than digit-by-digit arithmetic."""
+    n = cls.shape(dtype=types.INT64)  # (1,): number of digits, 0 when unlabelled
+    row = fn.expand_dims(fn.reshape(cls, layout="W"), axes=[0, 2], new_axis_names="HC")  # flip wants HWC
+    digits = fn.cast(fn.pad(fn.flip(row, horizontal=1), axes=[1], shape=[CLS_DIGITS], fill_value=48),
+                     dtype=types.INT64) - 48
+    value = fn.reductions.sum(digits * types.Constant(_POW10), axes=[0, 1, 2])
+    return fn.reshape(value, shape=[1]) - (n == 0)
 
 
 def device_id(cfg: PipelineConfig):

@@ -32,20 +32,25 @@ def task_params_class(task: str):
     return getattr(importlib.import_module(f"spotart.pipeline.{module}"), name)
 
 
+def coerce_dataclass(cls, value: Any, what: str):
+    """`value` as the frozen dataclass `cls`: None -> defaults, a dict -> fields (unknown keys
+    are errors naming the known ones), an instance -> itself. Every config's nested part uses it."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if isinstance(value, dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
+        return cls(**value)
+    raise TypeError(f"{what}s must be a dict or {cls.__name__}, got {type(value).__name__}")
+
+
 def make_params(task: str, params: Any = None):
     """`params` as the task's frozen dataclass: from None (paper defaults), a dict, or itself."""
-    cls = task_params_class(task)
-    if params is None:
-        return cls()
-    if isinstance(params, cls):
-        return params
-    if isinstance(params, dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown {task} pipeline parameter(s) {unknown}; known: {sorted(known)}")
-        return cls(**params)
-    raise TypeError(f"params for task {task!r} must be a dict or {cls.__name__}, got {type(params).__name__}")
+    return coerce_dataclass(task_params_class(task), params, f"{task} pipeline parameter")
 
 
 @dataclass(frozen=True)

@@ -139,15 +139,10 @@ class ArtifactsTask(Task):
     def optimizer_params(self, models):
         return {name: list(m.parameters()) for name, m in models.items()}
 
-    def build_optimizer(self, name, params, cfg):
-        opt = super().build_optimizer(name, params, cfg)
-        if name == "disc":
-            # a short run's C must get ahead of the repair network before the game can teach it
-            # anything (two-time-scale update rule, Heusel et al. 2017); the loop's schedule
-            # scales from these base rates
-            for g in opt.param_groups:
-                g["lr"] *= cfg.params.disc_lr_mult
-        return opt
+    def lr_scale(self, name, cfg):
+        # a short run's C must get ahead of the repair network before the game can teach it
+        # anything (two-time-scale update rule, Heusel et al. 2017)
+        return cfg.params.disc_lr_mult if name == "disc" else 1.0
 
     def enter_phase(self, models, phase):
         ae, repair, disc = models["autoencoder"], models["repair"], models["disc"]

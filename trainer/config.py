@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..pipeline.config import coerce_dataclass
 from .nets.trunk import TRUNK_PRESETS, TrunkConfig, trunk_config
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -130,7 +131,7 @@ class TrainConfig:
         if not 0 < self.lr_final <= 1 or not 0 < self.lr_decay_frac <= 1:
             raise ValueError("lr_final and lr_decay_frac must be in (0, 1]")
         object.__setattr__(self, "trunk", trunk_config(self.trunk))
-        object.__setattr__(self, "params", _make(task.params_class, self.params, f"{self.task} parameter"))
+        object.__setattr__(self, "params", coerce_dataclass(task.params_class, self.params, f"{self.task} parameter"))
         task.validate(self)
 
     def replace(self, **changes) -> "TrainConfig":
@@ -149,20 +150,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown train config key(s) {unknown}")
         return cls(**d)
-
-
-def _make(cls, value, what: str):
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
-        return cls(**value)
-    raise TypeError(f"{what}s must be a dict or {cls.__name__}, got {type(value).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------

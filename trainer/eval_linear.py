@@ -263,7 +263,7 @@ def linear_eval(backbone: str, cfg: LinearEvalConfig, on_epoch=None) -> dict:
         if on_epoch is not None:
             on_epoch(history[-1])
     train_seconds = time.perf_counter() - t_feat
-    del train_loader
+    train_loader = None  # frees the DALI pipeline before the validation one is built
 
     heads.eval()
     hits = {k: [0] * len(LAYERS) for k in (1, 5)}

@@ -90,12 +90,8 @@ class InpaintingTask(Task):
     def optimizer_params(self, models):
         return {name: list(m.parameters()) for name, m in models.items()}
 
-    def build_optimizer(self, name, params, cfg):
-        opt = super().build_optimizer(name, params, cfg)
-        if name == "disc":
-            for g in opt.param_groups:
-                g["lr"] *= cfg.params.disc_lr_ratio
-        return opt
+    def lr_scale(self, name, cfg):
+        return cfg.params.disc_lr_ratio if name == "disc" else 1.0
 
     def enter_phase(self, models, phase):
         return {n: m.requires_grad_(True).train() for n, m in models.items()}

@@ -134,3 +134,23 @@ def test_labels_parse_multi_digit_and_unlabelled(tmp_path):
     c.close()
     got = collections.Counter(epoch_labels(DaliLoader(cfg(str(tmp_path / "s"), batch_size=4))))
     assert got == want and want[-1] == 3 and want[11] == 1
+
+
+def test_parse_labels_any_width():
+    import nvidia.dali.fn as fn
+    from nvidia.dali import pipeline_def
+
+    from spotart.pipeline.build import parse_labels
+
+    values = [b"0", b"7", b"42", b"1000", b"999999999", b"", b"123456"]
+
+    @pipeline_def(batch_size=len(values), num_threads=1, device_id=None)
+    def p():
+        cls = fn.external_source(source=lambda: [np.frombuffer(v, np.uint8) for v in values], batch=True)
+        return parse_labels(cls)
+
+    pipe = p()
+    pipe.build()
+    out = pipe.run()[0]
+    got = [int(np.array(out[i])[0]) for i in range(len(values))]
+    assert got == [0, 7, 42, 1000, 999999999, -1, 123456]

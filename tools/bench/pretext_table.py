@@ -129,7 +129,7 @@ def command_line() -> str:
 def table(results: dict, args, info: dict) -> str:
     layers = ("conv1", "conv2", "conv3", "conv4", "conv5")
     lines = [
-        f"## Pretext tasks compared (linear evaluation per layer)\n",
+        "## Pretext tasks compared (linear evaluation per layer)\n",
         f"`python tools/bench/pretext_table.py {command_line()}`\n",
         *([f"{args.note}\n"] if getattr(args, "note", "") else []),
         f"- machine: {info['machine']}",

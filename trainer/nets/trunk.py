@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...pipeline.config import coerce_dataclass
+
 NORMS = ("batch", "none")
 
 
@@ -79,11 +81,7 @@ def trunk_config(spec) -> TrunkConfig:
             raise ValueError(f"unknown trunk preset {spec!r}; choose one of {sorted(TRUNK_PRESETS)}")
         return TRUNK_PRESETS[spec]
     if isinstance(spec, dict):
-        known = {f.name for f in dataclasses.fields(TrunkConfig)}
-        unknown = sorted(set(spec) - known)
-        if unknown:
-            raise ValueError(f"unknown trunk key(s) {unknown}; known: {sorted(known)}")
-        return TrunkConfig(**spec)
+        return coerce_dataclass(TrunkConfig, spec, "trunk key")
     raise TypeError(f"trunk spec must be a preset name, dict or TrunkConfig, got {type(spec).__name__}")
 
 
