@@ -107,11 +107,7 @@ class PipelineConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PipelineConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown pipeline config key(s) {unknown}")
-        return cls(**d)
+        return coerce_dataclass(cls, d, "pipeline config key")
 
     def resolved_rank(self) -> tuple[int, int]:
         """(shard_id, num_shards), taken from torch.distributed when it is initialised."""

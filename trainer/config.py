@@ -145,11 +145,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown train config key(s) {unknown}")
-        return cls(**d)
+        return coerce_dataclass(cls, d, "train config key")
 
 
 # ----------------------------------------------------------------------------------------------
