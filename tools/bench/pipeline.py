@@ -15,6 +15,7 @@ import io
 import json
 import os
 import platform
+import random
 import time
 
 import numpy as np
@@ -118,8 +119,13 @@ class BaselineDataset(torch.utils.data.IterableDataset):
         wid = info.id if info else 0
         rng = np.random.default_rng(self.seed + wid)
         fn = make_baseline(self.task, self.s, self.params)
-        ds = wds.WebDataset(self.tars, shardshuffle=False, nodesplitter=None,
-                            workersplitter=wds.split_by_worker, empty_check=False).shuffle(1000, rng=__import__("random").Random(wid))
+        nworkers = info.num_workers if info else 1
+        # fewer shards than workers: every worker reads them all in its own shuffled order (a
+        # throughput benchmark needs busy workers, not disjoint samples); a worker with no shard
+        # would stall the DataLoader, which collects batches from the workers in turn
+        split = wds.split_by_worker if len(self.tars) >= nworkers else (lambda src: src)
+        ds = wds.WebDataset(self.tars, shardshuffle=False, nodesplitter=None, workersplitter=split,
+                            empty_check=False).shuffle(1000, rng=random.Random(wid))
         while True:
             for sample in ds:
                 img = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
@@ -128,7 +134,9 @@ class BaselineDataset(torch.utils.data.IterableDataset):
                 yield out
 
 
-def rate(iterable, batches: int, batch: int, warmup: int = 3) -> float:
+def rate(iterable, batches: int, batch: int, warmup: int) -> float:
+    """Images/s over `batches` batches after `warmup`. The warm-up must outlast the loader's
+    queue of ready batches (made while nobody was asking): counted, those would be free."""
     it = iter(iterable)
     for _ in range(warmup):
         next(it)
@@ -171,13 +179,13 @@ def main():
     for task in args.tasks:
         cfg = PipelineConfig(shards=args.shards, task=task, batch_size=args.batch, image_size=args.image_size,
                              device=args.device, num_threads=args.workers, seed=0)
-        dali = rate(DaliLoader(cfg, dev), args.batches, args.batch)
+        dali = rate(DaliLoader(cfg, dev), args.batches, args.batch, warmup=cfg.prefetch + 3)
         params = make_params(task, None) if task != "artifacts" else cfg.params
         ds = BaselineDataset(tars, task, args.image_size, params)
         dl = torch.utils.data.DataLoader(ds, batch_size=args.batch, num_workers=args.workers, pin_memory=dev.type == "cuda",
                                          persistent_workers=False, prefetch_factor=2)
         base_iter = ({k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in dl)
-        base = rate(base_iter, args.batches, args.batch)
+        base = rate(base_iter, args.batches, args.batch, warmup=args.workers * 2 + 3)  # workers x prefetch_factor
         results[task] = {"dali_img_s": dali, "dataloader_img_s": base, "ratio": dali / base}
         print(f"{task:11s} DALI {dali:8.0f} img/s   DataLoader+PIL {base:8.0f} img/s   ratio {dali / base:5.2f}x", flush=True)
     if args.json:
