@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .data import build_loader, pipeline_config
 from .metrics import Meter, MetricsWriter, postfix
 from .runtime import oom_hint, resolve_runtime
+from .step import build_optimizers, optimise
 from .tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
         models = task.build_models(cfg)
         for m in models.values():
             m.to(rt.device, memory_format=rt.memory_format())
-        optimizers = {n: task.build_optimizer(n, ps, cfg) for n, ps in task.optimizer_params(models).items()}
-        params_of = {n: [p for g in o.param_groups for p in g["params"]] for n, o in optimizers.items()}
+        optimizers, params_of = build_optimizers(task, models, cfg)
         base_lr = {n: [g["lr"] for g in o.param_groups] for n, o in optimizers.items()}
         scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.fp16)
         phases = task.phases(cfg)
@@ -195,21 +195,9 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
             epoch = getattr(loader, "epoch", epoch)
             data_time += time.perf_counter() - t0
             window_images += next(iter(batch.values())).shape[0]  # the last batch of an epoch may be partial
-            if rt.channels_last:
-                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                         for k, v in batch.items()}
 
             with oom_hint(cfg, rt):
-                with rt.autocast():
-                    losses, logs = task.train_step(runners, batch, phase, cfg)
-                last = len(phase.optimizers) - 1
-                for k, n in enumerate(phase.optimizers):
-                    scaler.scale(losses[n]).backward(inputs=params_of[n], retain_graph=k < last)
-                for n in phase.optimizers:
-                    scaler.step(optimizers[n])
-                scaler.update()
-                for n in phase.optimizers:
-                    optimizers[n].zero_grad(set_to_none=True)
+                logs = optimise(task, runners, batch, phase, cfg, rt, optimizers, params_of, scaler)
             meter.add(logs)
             step += 1
             window_steps += 1

@@ -1,8 +1,7 @@
 """The training step on its own, built from the trainer's public pieces (task, runtime), and a
 timed loop over any batch source with the DaliLoader interface.
 
-`Stepper` is the body of `trainer.loop.train`'s loop for one phase: forward under autocast, one
-backward per optimiser into its own parameters, the optimiser steps, zero_grad. It skips what a
+`Stepper` runs the training loop's own step (`trainer.step.optimise`) for one phase. It skips what a
 profile does not measure (learning-rate schedule, metrics sync, checkpoints), so its time is
 the step's time. Per step the loop below records the wall time spent in `next()` (waiting for
 data) and the rest (the step as the host sees it). On a GPU the host runs ahead of the device
@@ -18,6 +17,7 @@ import torch
 
 from ...trainer.config import TrainConfig
 from ...trainer.runtime import Runtime
+from ...trainer.step import build_optimizers, optimise
 from ...trainer.tasks import get_task
 
 
@@ -28,9 +28,7 @@ class Stepper:
         self.models = self.task.build_models(cfg)
         for m in self.models.values():
             m.to(rt.device, memory_format=rt.memory_format())
-        self.optimizers = {n: self.task.build_optimizer(n, ps, cfg)
-                           for n, ps in self.task.optimizer_params(self.models).items()}
-        self.params_of = {n: [p for g in o.param_groups for p in g["params"]] for n, o in self.optimizers.items()}
+        self.optimizers, self.params_of = build_optimizers(self.task, self.models, cfg)
         self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.fp16)
         phases = self.task.phases(cfg)
         names = [p.name for p in phases]
@@ -44,20 +42,8 @@ class Stepper:
         self.runners = {n: torch.compile(m) if cfg.compile else m for n, m in runners.items()}
 
     def __call__(self, batch: dict):
-        if self.rt.channels_last:
-            batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                     for k, v in batch.items()}
-        with self.rt.autocast():
-            losses, _ = self.task.train_step(self.runners, batch, self.phase, self.cfg)
-        ph = self.phase
-        last = len(ph.optimizers) - 1
-        for k, n in enumerate(ph.optimizers):
-            self.scaler.scale(losses[n]).backward(inputs=self.params_of[n], retain_graph=k < last)
-        for n in ph.optimizers:
-            self.scaler.step(self.optimizers[n])
-        self.scaler.update()
-        for n in ph.optimizers:
-            self.optimizers[n].zero_grad(set_to_none=True)
+        optimise(self.task, self.runners, batch, self.phase, self.cfg, self.rt, self.optimizers, self.params_of,
+                 self.scaler)
 
 
 def endless(loader):
