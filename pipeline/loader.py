@@ -15,7 +15,8 @@ from nvidia.dali.plugin.pytorch import DALIGenericIterator
 from .build import READER, build_pipeline
 from .config import PipelineConfig
 
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# integer outputs (labels); every other output is a float image/mask tensor
+LABELS = ("label", "position", "permutation")
 
 
 class DaliLoader:
@@ -34,7 +35,7 @@ class DaliLoader:
         self._it = DALIGenericIterator([self.pipe], self.names, reader_name=READER,
                                        last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False,
                                        prepare_first_batch=False)
-        self._float = {n for n in self.names if n not in ("label", "position", "permutation")}
+        self._float = {n for n in self.names if n not in LABELS}
         self._exhausted = False
 
     def _check_state(self, state):
@@ -52,7 +53,7 @@ class DaliLoader:
                 t = t.to(self.device, non_blocking=True)
             if k in self._float and self.cfg.dtype == "bfloat16":
                 t = t.to(torch.bfloat16)  # DALI emits float16 for bf16 runs (see ops.py)
-            if k in ("label", "position", "permutation"):
+            if k in LABELS:
                 t = t.reshape(-1).long()
             out[k] = t
         return out
@@ -62,11 +63,8 @@ class DaliLoader:
         if self._exhausted:
             self._it.reset()
             self._exhausted = False
-        try:
-            for b in self._it:
-                yield self._convert(b[0])
-        finally:
-            pass
+        for b in self._it:
+            yield self._convert(b[0])
         self._exhausted = True
         self.epoch += 1
 
