@@ -325,6 +325,7 @@ def build_shards(sources: list[str], out: str, spec: ShardSpec, overwrite: bool 
         catalog.drop_staging()
     finally:
         catalog.close()
-    cat.compact(os.path.join(out, CATALOG)) if converted else None
+    # staging was just dropped, by this call or after a resumed one that had nothing left to convert
+    cat.compact(os.path.join(out, CATALOG))
     return BuildResult(out, manifest["num_samples"], len(shard_entries), skipped, dups,
                        time.perf_counter() - t0, converted)
