@@ -3,10 +3,10 @@
 The damage itself happens in feature space inside the model (phi_hat = Omega * phi + (1 - Omega) *
 (u conv phi), see trainer); the pipeline only supplies the real image and Omega, one binary
 M x N map per image with M = N = `mask_size`, the spatial resolution of the encoder's output.
-The trainer sets it from its encoder (`trainer.artifacts.mask_size`: image_size / 2^depth, so 4
-for the `64px` preset's 16x-downsampling encoder, matching conv5 of the discriminator); the
-default 8 suits a 64 px input through an 8x-downsampling encoder. Every entry is dropped independently
-with probability `theta`, exactly as the paper defines Omega; the draws come from DALI's random
+The trainer resolves it from its encoder and checks that it equals the discriminator's conv5
+side (`trainer.artifacts`); on its own the pipeline takes image_size / 16 (the encoder's and
+AlexNet conv5's downsampling at 64 and 224 px). Every entry is dropped independently with
+probability `theta`, exactly as the paper defines Omega; the draws come from DALI's random
 generator on `cfg.device`, so they are reproducible from the pipeline seed.
 
 Evaluation pipelines (cfg.training False) still draw random masks: the pretext health check
@@ -16,6 +16,7 @@ deterministic for a given seed, so two evaluations of one checkpoint see identic
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import nvidia.dali.fn as fn
@@ -26,27 +27,33 @@ from .ops import out_dtype, to_chw
 
 @dataclass(frozen=True)
 class ArtifactParams:
-    """mask_size: side M (= N) of Omega, equal to the encoder's output resolution.
+    """mask_size: side M (= N) of Omega, the encoder's output resolution; 0 = image_size / 16.
 
-    theta: probability that an entry of Omega is dropped (0). The value used in the paper is not
-    recorded in docs/methods.md; 0.5 is our default (each entry is a fair coin, so the mask
-    carries the most information per entry and damaged regions of every size occur).
+    theta: probability that an entry of Omega is dropped (0). 0.6 is the released code's June
+    2018 value (`pixel_dropout_avg(enc, 0.4)` keeps each entry with p = 0.4); its June 2019
+    revision uses 0.7 and the paper's Fig. 3 drops "about 50%".
 
     No "at least k dropped" guarantee: the paper's Omega is i.i.d. Bernoulli, and forcing a
     minimum would bias small masks. The chance that a sample is left undamaged is
-    (1 - theta) ** (M * N) (5e-20 at the defaults, 1e-3 at theta = 0.1 with M = 8); the mask
-    loss stays correct for such a sample (an all-ones target), only its real-vs-damaged label
-    is then wrong, which the trainer can detect from `mask.amin() == 1` if it ever matters.
+    (1 - theta) ** (M * N) (3e-7 at theta 0.6 with M = 4); the mask loss stays correct for such
+    a sample (an all-ones target), only its real-vs-damaged label is then wrong.
     """
 
-    mask_size: int = 8
-    theta: float = 0.5
+    mask_size: int = 0
+    theta: float = 0.6
 
     def __post_init__(self):
-        if int(self.mask_size) != self.mask_size or self.mask_size < 1:
-            raise ValueError(f"mask_size must be a positive integer (the encoder's output side), got {self.mask_size!r}")
+        if int(self.mask_size) != self.mask_size or self.mask_size < 0:
+            raise ValueError(f"mask_size must be the encoder's output side (an integer >= 1) or 0 for "
+                             f"image_size / 16, got {self.mask_size!r}")
         if not 0.0 < float(self.theta) < 1.0:
             raise ValueError(f"theta (drop probability) must be in (0, 1), got {self.theta!r}")
+
+    def resolved(self, image_size: int) -> "ArtifactParams":
+        """A copy with mask_size set (0 -> image_size / 16)."""
+        if self.mask_size:
+            return self
+        return dataclasses.replace(self, mask_size=max(1, image_size // 16))
 
 
 def generate(images, cfg) -> dict:

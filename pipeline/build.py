@@ -2,7 +2,11 @@
 
 reader (CPU, file I/O) -> decode ("mixed" = nvJPEG on the GPU, or CPU) -> random resized crop
 + flip (training) or resize + centre crop (evaluation) -> the task generator
-(`spotart.pipeline.<task>.generate`) -> CHW float tensors + int labels."""
+(`spotart.pipeline.<task>.generate`) -> CHW float tensors + int labels.
+
+`source` replaces the reader by in-memory samples (encoded images and label bytes, as the
+shards hold them) for synthetic data: everything after the reader is the same graph, so
+synthetic batches have exactly the task's geometry and countermeasures."""
 
 from __future__ import annotations
 
@@ -97,8 +101,13 @@ def augment(img, cfg: PipelineConfig):
     return fn.crop(img, crop=[s, s], device=cfg.device)
 
 
-def images_and_labels(cfg: PipelineConfig, tars, idxs, shard_id, num_shards):
-    jpg, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
+def read_memory(source):
+    """-> (jpg bytes, cls bytes) per sample from `source`, a list of batches, each a pair of lists
+    of uint8 arrays (encoded image, ASCII class id or empty), cycled."""
+    return fn.external_source(source=source, num_outputs=2, cycle=True, dtype=[types.UINT8, types.UINT8])
+
+
+def images_and_labels(cfg: PipelineConfig, jpg, cls):
     return augment(decode(jpg, cfg), cfg), parse_labels(cls)
 
 
@@ -108,16 +117,22 @@ def pipeline_kwargs(cfg: PipelineConfig, shard_id: int) -> dict:
                 exec_dynamic=True)
 
 
-def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None):
-    """-> (built DALI pipeline, output names). `checkpoint`: a DALI checkpoint to resume from."""
-    tars, idxs, _ = shard_files(cfg)
+def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, source=None):
+    """-> (built DALI pipeline, output names). `checkpoint`: a DALI checkpoint to resume from;
+    `source`: in-memory samples instead of the shards (see `read_memory`)."""
     shard_id, num_shards = cfg.resolved_rank()
+    if source is None:
+        tars, idxs, _ = shard_files(cfg)
     gen = importlib.import_module(f"spotart.pipeline.{TASKS[cfg.task][0]}").generate
     names: list[str] = []
 
-    @pipeline_def(enable_checkpointing=True)
+    @pipeline_def(enable_checkpointing=source is None)
     def pipe():
-        img, label = images_and_labels(cfg, tars, idxs, shard_id, num_shards)
+        if source is None:
+            jpg, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
+        else:
+            jpg, cls = read_memory(source)
+        img, label = images_and_labels(cfg, jpg, cls)
         outs = gen(img, cfg)
         names.extend(outs)
         names.append("label")

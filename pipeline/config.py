@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from ..configs import coerce_dataclass
+
 # task -> (module in spotart.pipeline, params dataclass name). "images" is the plain
 # augmented-image pipeline used by supervised training and by linear evaluation.
 TASKS = {
@@ -30,22 +32,6 @@ DTYPES = ("float32", "float16", "bfloat16")
 def task_params_class(task: str):
     module, name = TASKS[task]
     return getattr(importlib.import_module(f"spotart.pipeline.{module}"), name)
-
-
-def coerce_dataclass(cls, value: Any, what: str):
-    """`value` as the frozen dataclass `cls`: None -> defaults, a dict -> fields (unknown keys
-    are errors naming the known ones), an instance -> itself. Every config's nested part uses it."""
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(f"unknown {what}(s) {unknown}; known: {sorted(known)}")
-        return cls(**value)
-    raise TypeError(f"{what}s must be a dict or {cls.__name__}, got {type(value).__name__}")
 
 
 def make_params(task: str, params: Any = None):
@@ -95,7 +81,10 @@ class PipelineConfig:
             raise ValueError("give both shard_id and num_shards, or neither")
         if self.num_shards is not None and not 0 <= self.shard_id < self.num_shards:
             raise ValueError(f"shard_id {self.shard_id} out of range for num_shards {self.num_shards}")
-        object.__setattr__(self, "params", make_params(self.task, self.params))
+        params = make_params(self.task, self.params)
+        if hasattr(params, "resolved"):  # sizes a task derives from the image (artifacts: mask_size 0)
+            params = params.resolved(self.image_size)
+        object.__setattr__(self, "params", params)
 
     def replace(self, **changes) -> "PipelineConfig":
         return dataclasses.replace(self, **changes)

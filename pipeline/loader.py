@@ -19,6 +19,21 @@ from .config import PipelineConfig
 LABELS = ("label", "position", "permutation")
 
 
+def to_torch(batch: dict, cfg: PipelineConfig, device: torch.device | None) -> dict:
+    """DALI's outputs as the trainer takes them: on `device`, labels as int64 vectors, float
+    tensors in cfg.dtype (DALI emits float16 for bf16 runs, see ops.py)."""
+    out = {}
+    for k, t in batch.items():
+        if device is not None and t.device != device:
+            t = t.to(device, non_blocking=True)
+        if k in LABELS:
+            t = t.reshape(-1).long()
+        elif cfg.dtype == "bfloat16":
+            t = t.to(torch.bfloat16)
+        out[k] = t
+    return out
+
+
 class DaliLoader:
     def __init__(self, cfg: PipelineConfig, device: torch.device | str | None = None, state: dict | None = None):
         self.cfg = cfg
@@ -35,7 +50,6 @@ class DaliLoader:
         self._it = DALIGenericIterator([self.pipe], self.names, reader_name=READER,
                                        last_batch_policy=LastBatchPolicy.PARTIAL, auto_reset=False,
                                        prepare_first_batch=False)
-        self._float = {n for n in self.names if n not in LABELS}
         self._exhausted = False
 
     def _check_state(self, state):
@@ -46,25 +60,13 @@ class DaliLoader:
     def __len__(self) -> int:
         return len(self._it)
 
-    def _convert(self, batch: dict) -> dict:
-        out = {}
-        for k, t in batch.items():
-            if self.device is not None and t.device != self.device:
-                t = t.to(self.device, non_blocking=True)
-            if k in self._float and self.cfg.dtype == "bfloat16":
-                t = t.to(torch.bfloat16)  # DALI emits float16 for bf16 runs (see ops.py)
-            if k in LABELS:
-                t = t.reshape(-1).long()
-            out[k] = t
-        return out
-
     def __iter__(self):
         """One epoch of batches."""
         if self._exhausted:
             self._it.reset()
             self._exhausted = False
         for b in self._it:
-            yield self._convert(b[0])
+            yield to_torch(b[0], self.cfg, self.device)
         self._exhausted = True
         self.epoch += 1
 

@@ -18,8 +18,8 @@ step on the same forward (simultaneous updates, as the released code does).
 
 Choices where the paper (docs/methods.md) is silent, taken from the authors' released code
 (sjenni/LearningToSpotArtifacts on GitHub) unless said otherwise:
-  - theta = 0.6: the code keeps each entry with probability 0.4 (`pixel_dropout_avg(enc, 0.4)`).
-    (The pipeline's own default is 0.5; the trainer always passes its value.)
+  - theta = 0.6: the code keeps each entry with probability 0.4 (`pixel_dropout_avg(enc, 0.4)`);
+    it is the pipeline's parameter (pipeline/artifacts.py, `pipeline.theta`), defined there once.
   - u: 3 x 3 box filter, border windows average only existing entries (damage.py).
   - The mask loss is also applied to the real reconstructions with an all-kept target
     (`mask_on_real`, the code's behaviour); the paper states it for damaged images only
@@ -32,8 +32,10 @@ Choices where the paper (docs/methods.md) is silent, taken from the authors' rel
     rate decays linearly to 1% over 90% of each phase (code's `polynomial_decay`). The code's 2x
     bias learning rate (a Caffe habit) is not reproduced.
   - Encoder depth: M = image_size / 2^len(enc_channels), with 4 stride-2 layers (paper's
-    D1..D5) at 64 and 224 px, so M = conv5's side (4 and 14) and the mask head needs no
-    resampling; the tiny preset has 3 layers (32 px -> M = 4).
+    D1..D5) at 64 and 224 px, so M = conv5's side (4 and 14); the tiny preset has 3 layers
+    (32 px -> M = 4). The config refuses a trunk whose conv5 side is not M (the mask head reads
+    one conv5 cell per mask entry, as the code's 3x3 conv on conv5 does), and resolves the
+    pipeline's mask_size to M.
   - Schedule: the code trains the autoencoder for as many epochs as phase 2 (ae_fraction 0.5);
     the numbers of steps per preset are ours (config.py).
   - C's input is the decoder output in [-1, 1] as is (the code rescales to 0..255 minus the
@@ -45,6 +47,7 @@ Choices where the paper (docs/methods.md) is silent, taken from the authors' rel
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -59,10 +62,11 @@ from .tasks import Phase, Task
 
 
 @dataclass(frozen=True)
-class ArtifactsParams:
+class ArtifactsTaskParams:
+    """Networks, losses and schedule of the task; the data's parameters (theta, mask_size) are the
+    pipeline's `ArtifactParams`."""
     enc_stem: int = 32
     enc_channels: tuple = (64, 128, 256, 512)  # encoder widths; len = number of stride-2 layers
-    theta: float = 0.6          # drop probability of each Omega entry
     avg_kernel: int = 3         # side of the box filter u
     ae_fraction: float = 0.5    # share of `steps` spent on phase 1 (code: as many epochs as phase 2)
     ae_weight: float = 30.0
@@ -79,8 +83,6 @@ class ArtifactsParams:
         if not ch or min(ch) < 1 or self.enc_stem < 1:
             raise ValueError(f"enc_channels must be positive widths and enc_stem >= 1, got {self.enc_channels!r}")
         object.__setattr__(self, "enc_channels", ch)
-        if not 0.0 < self.theta < 1.0:
-            raise ValueError(f"theta (drop probability) must be in (0, 1), got {self.theta}")
         if self.avg_kernel < 1 or self.avg_kernel % 2 == 0:
             raise ValueError(f"avg_kernel must be odd and >= 1, got {self.avg_kernel}")
         if not 0.0 <= self.ae_fraction < 1.0:
@@ -95,6 +97,7 @@ class ArtifactsParams:
 
 
 def mask_size(cfg) -> int:
+    """M: the encoder's output side (one Omega entry per 2^L x 2^L image block)."""
     return cfg.image_size // 2 ** len(cfg.params.enc_channels)
 
 
@@ -105,7 +108,7 @@ def ae_steps(cfg) -> int:
 class ArtifactsTask(Task):
     name = "artifacts"
     pipeline_task = "artifacts"
-    params_class = ArtifactsParams
+    params_class = ArtifactsTaskParams
 
     def validate(self, cfg):
         p = cfg.params
@@ -114,9 +117,16 @@ class ArtifactsTask(Task):
             raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**len(enc_channels) = {down}")
         if ae_steps(cfg) >= cfg.steps:
             raise ValueError(f"ae_fraction {p.ae_fraction} of {cfg.steps} steps leaves no step for phase 2")
-
-    def pipeline_params(self, cfg) -> dict:
-        return {"mask_size": mask_size(cfg), "theta": cfg.params.theta}
+        m, conv5 = mask_size(cfg), cfg.trunk.side(cfg.image_size, 5)
+        if conv5 != m:
+            raise ValueError(f"the discriminator's conv5 is {conv5}x{conv5} at {cfg.image_size} px but the mask Omega is "
+                             f"{m}x{m} (image_size / 2**len(enc_channels)); the mask head reads one conv5 cell per "
+                             "entry: change trunk.conv1_stride or params.enc_channels so that they agree")
+        if cfg.pipeline.mask_size not in (0, m):
+            raise ValueError(f"pipeline.mask_size {cfg.pipeline.mask_size} is not the encoder's output side {m}; "
+                             "leave it at 0 (derived)")
+        # resolved once into the config, so the saved run shows the mask its data had
+        object.__setattr__(cfg, "pipeline", dataclasses.replace(cfg.pipeline, mask_size=m))
 
     def build_models(self, cfg):
         p = cfg.params

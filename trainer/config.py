@@ -9,8 +9,11 @@ Presets (sizes, not methods; every task reads the same preset):
            batch 256 per GPU: sized for one H100 in bf16.
   alexnet  224 px images, AlexNet as in the paper's ImageNet experiments (conv5 14x14), batch 128.
 
-Keys: the top-level fields below; `trunk.<key>` for the trunk (`TrunkConfig`); task parameters as
-`params.<key>` or, when the name is not a top-level field, the bare key (`theta=0.5`).
+Keys: the top-level fields below; `trunk.<key>` for the trunk (`TrunkConfig`); the task's network
+and loss parameters as `params.<key>` (the task module's `*TaskParams`); the parameters that shape
+its data as `pipeline.<key>` (the pipeline's own dataclass, e.g. `pipeline.artifacts.ArtifactParams`:
+theta, or the context countermeasures; defined there once, forwarded whole). A bare key that is
+not a top-level field is looked up in params, then pipeline (`theta=0.7`, `color_drop=false`).
 Values are parsed after the type of the value they replace (ints, floats, true/false,
 comma-separated tuples, none).
 """
@@ -22,7 +25,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..pipeline.config import coerce_dataclass
+from ..configs import coerce_dataclass
+from ..pipeline.config import make_params
 from .nets.trunk import TRUNK_PRESETS, TrunkConfig, trunk_config
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -45,8 +49,9 @@ PRESETS: dict[str, dict] = {
         # code's equal rates (real/fake stays at chance); 4x lets it (docs/benchmarks.md, demo)
         "params": {"artifacts": {"enc_stem": 16, "enc_channels": (16, 32, 64),
                                  "head_hidden": 64, "head_pool": 4, "disc_lr_mult": 4.0},
-                   "context": {"hidden": 64}, "jigsaw": {"count": 100, "tile_hidden": 32, "hidden": 128},
+                   "context": {"hidden": 64}, "jigsaw": {"tile_hidden": 32, "hidden": 128},
                    "inpainting": {"disc_width": 16}, "supervised": {"hidden": 64}},
+        "pipeline": {"jigsaw": {"count": 100}},
     },
     "64px": {
         "image_size": 64, "batch_size": 256, "steps": 60_000, "log_every": 50, "ckpt_every": 2000, "num_threads": 4,
@@ -75,6 +80,8 @@ class TrainConfig:
     num_threads: int = 4               # DALI CPU threads per rank
     prefetch: int = 2                  # DALI prefetch queue depth (batches in flight)
     hw_decoder_load: float = 0.65      # share of JPEGs for the GPU's hardware decoder (A100/H100)
+    min_area: float = 0.25             # random resized crop: smallest share of the image's area kept
+    flip: bool = True                  # random horizontal flips
     seed: int = 0
     # model
     trunk: Any = "64px"                # TrunkConfig, a dict or a trunk preset name
@@ -98,7 +105,8 @@ class TrainConfig:
     stop_after: int = 0                # stop (with a checkpoint) after this many steps of this invocation
     progress: bool = True
     cpu_threads: int = 0               # torch CPU threads, 0: torch's default (see the CLI help)
-    params: Any = None                 # the task's parameters (its own frozen dataclass)
+    params: Any = None                 # the task's network/loss parameters (its *TaskParams)
+    pipeline: Any = None               # the task's data parameters (its pipeline params dataclass)
 
     def __post_init__(self):
         from .tasks import get_task  # late: tasks import this module
@@ -131,8 +139,11 @@ class TrainConfig:
         if not 0 < self.lr_final <= 1 or not 0 < self.lr_decay_frac <= 1:
             raise ValueError("lr_final and lr_decay_frac must be in (0, 1]")
         object.__setattr__(self, "trunk", trunk_config(self.trunk))
+        if not 0.0 < self.min_area <= 1.0:
+            raise ValueError(f"min_area must be in (0, 1], got {self.min_area}")
         object.__setattr__(self, "params", coerce_dataclass(task.params_class, self.params, f"{self.task} parameter"))
-        task.validate(self)
+        object.__setattr__(self, "pipeline", make_params(task.pipeline_task, self.pipeline))
+        task.validate(self)  # cross-checks; may resolve derived sizes (e.g. artifacts' mask_size)
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -141,6 +152,7 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["trunk"] = self.trunk.to_dict()
         d["params"] = dataclasses.asdict(self.params)
+        d["pipeline"] = dataclasses.asdict(self.pipeline)
         return json.loads(json.dumps(d))  # tuples -> lists: plain JSON types throughout
 
     @classmethod
@@ -200,29 +212,33 @@ def preset_dict(task: str, preset: str) -> dict:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     get_task(task)  # an unknown task is named before anything else
     p = PRESETS[preset]
-    d = TrainConfig(task=task, preset=preset, trunk=p["trunk"], params=p["params"].get(task),
-                    **{k: v for k, v in p.items() if k not in ("trunk", "params")}).to_dict()
-    return d
+    pipeline_task = get_task(task).pipeline_task
+    return TrainConfig(task=task, preset=preset, trunk=p["trunk"], params=p["params"].get(task),
+                       pipeline=p.get("pipeline", {}).get(pipeline_task),
+                       **{k: v for k, v in p.items() if k not in ("trunk", "params", "pipeline")}).to_dict()
 
 
 def apply_overrides(base: dict, overrides: dict[str, str]) -> dict:
     """Overrides onto a plain config dict; unknown keys are errors naming the known ones."""
     d = json.loads(json.dumps(base))
-    top = {f.name for f in dataclasses.fields(TrainConfig)} - {"trunk", "params"}
+    nested = ("trunk", "params", "pipeline")
+    top = {f.name for f in dataclasses.fields(TrainConfig)} - set(nested)
     for key, text in overrides.items():
-        if key in ("trunk", "params", "task", "preset"):
+        if key in nested or key in ("task", "preset"):
             raise ValueError(f"{key!r} cannot be overridden with --set; use --task/--preset or {key}.<key>=VALUE")
-        if key.startswith("trunk."):
-            sub, name = d["trunk"], key[len("trunk."):]
-        elif key.startswith("params."):
-            sub, name = d["params"], key[len("params."):]
+        prefix, dot, rest = key.partition(".")
+        if dot and prefix in nested:
+            sub, name = d[prefix], rest
         elif key in top:
             sub, name = d, key
-        elif key in d["params"]:
-            sub, name = d["params"], key
         else:
-            raise ValueError(f"unknown config key {key!r}; known: {sorted(top)}, "
-                             f"trunk.{{{','.join(sorted(d['trunk']))}}}, params.{{{','.join(sorted(d['params']))}}}")
+            owners = [n for n in ("params", "pipeline") if key in d[n]]
+            if len(owners) > 1:
+                raise ValueError(f"config key {key!r} is ambiguous; write params.{key} or pipeline.{key}")
+            if not owners:
+                raise ValueError(f"unknown config key {key!r}; known: {sorted(top)}, " + ", ".join(
+                    f"{n}.{{{','.join(sorted(d[n]))}}}" for n in nested))
+            sub, name = d[owners[0]], key
         if name not in sub:
             raise ValueError(f"unknown config key {key!r}; known here: {sorted(sub)}")
         sub[name] = parse_value(text, sub[name])

@@ -2,9 +2,9 @@
 of its 8 neighbours (pipeline/context.py: "patch1", "patch2", "position"), say which neighbour
 it is. Network: nets/pair.py (tied trunks on both patches, fc6 each, concatenated, fc7, fc8 -> 8).
 
-Patch geometry and shortcut countermeasures are the pipeline's (paper defaults scaled to the
-image: 96 px patches, 48 px gap, +-7 px jitter at ~400 px; pixelation 1/3, colour dropping on,
-projection off); `color_drop`, `projection` and `pixelate_prob` switch them here.
+Patch geometry and shortcut countermeasures are the pipeline's `ContextParams` (paper defaults
+scaled to the image: 96 px patches, 48 px gap, +-7 px jitter at ~400 px; pixelation 1/3, colour
+dropping on, projection off), reached as `pipeline.<key>` (e.g. `--set color_drop=false`).
 Logged: loss, acc (8-way accuracy; chance 0.125)."""
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ from .nets.trunk import Trunk
 class ContextTaskParams:
     hidden: int = 4096          # fc6 / fc7 width (paper: 4096)
     pool: int = 2               # conv5 pooled to pool x pool before fc6
-    color_drop: bool = True
-    projection: bool = False
-    pixelate_prob: float = 1 / 3
 
     def __post_init__(self):
         if self.hidden < 1 or self.pool < 1:
             raise ValueError(f"context hidden and pool must be >= 1, got {self.hidden}, {self.pool}")
-        if not 0.0 <= self.pixelate_prob <= 1.0:
-            raise ValueError(f"context pixelate_prob must be in [0, 1], got {self.pixelate_prob}")
 
 
 class ContextTask(ClassificationTask):
@@ -38,13 +33,7 @@ class ContextTask(ClassificationTask):
     target_key = "position"
 
     def validate(self, cfg):
-        from ..pipeline.context import ContextParams
-
-        ContextParams(**self.pipeline_params(cfg)).geometry(cfg.image_size)  # too small an image: say so now
-
-    def pipeline_params(self, cfg):
-        p = cfg.params
-        return {"color_drop": p.color_drop, "projection": p.projection, "pixelate_prob": p.pixelate_prob}
+        cfg.pipeline.geometry(cfg.image_size)  # too small an image: say so now
 
     def build_net(self, cfg):
         return PairNet(Trunk(cfg.trunk), hidden=cfg.params.hidden, pool=cfg.params.pool)

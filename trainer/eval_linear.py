@@ -152,15 +152,16 @@ def _runtime(cfg: LinearEvalConfig):
 
 
 def _loader(cfg: LinearEvalConfig, shards: str, image_size: int, training: bool, rt):
-    from ..pipeline.config import PipelineConfig
+    """The supervised task's pipeline (labelled images: random resized crop and flip when
+    training, centre crop otherwise) at the probe's image size, through the one place a
+    training config becomes a pipeline."""
     from ..pipeline.loader import DaliLoader
+    from .config import TrainConfig
+    from .data import pipeline_config
 
-    pcfg = PipelineConfig(shards=shards, task="images", batch_size=cfg.batch_size, image_size=image_size,
-                          device="gpu" if rt.device.type == "cuda" else "cpu",
-                          device_id=rt.device.index if rt.device.type == "cuda" else None,
-                          num_threads=cfg.num_threads, seed=cfg.seed, dtype=rt.data_dtype, training=training,
-                          shard_id=0, num_shards=1)
-    return DaliLoader(pcfg, rt.device)
+    tcfg = TrainConfig(task="supervised", shards=shards, image_size=image_size, batch_size=cfg.batch_size,
+                       num_threads=cfg.num_threads, seed=cfg.seed, device=cfg.device, precision=cfg.precision)
+    return DaliLoader(pipeline_config(tcfg, rt, training=training, shard_id=0, num_shards=1), rt.device)
 
 
 @torch.no_grad()
@@ -180,112 +181,133 @@ def linear_eval(backbone: str, cfg: LinearEvalConfig, on_epoch=None) -> dict:
     trunk, info = open_backbone(backbone)
     trunk.to(rt.device)
     size = cfg.image_size or int(info.get("image_size") or 64)
-    classes = read_classes(cfg.train_shards)
-    if len(classes) < 2:
-        raise ValueError(f"{cfg.train_shards}: {len(classes)} classes in the manifest; linear evaluation needs "
-                         "labelled shards (build them from class folders)")
-    val_classes = read_classes(cfg.val_shards)
-    if val_classes != classes:
-        raise ValueError(f"{cfg.val_shards}: its classes differ from {cfg.train_shards}'s (ids are positions in "
-                         "each manifest's class list); build both splits with the same class folders")
-
+    classes = _check_classes(cfg)
     with torch.no_grad():  # the geometry of each layer at this image size
         probe = trunk.features(torch.zeros(1, 3, size, size, device=rt.device))
     channels = [f.shape[1] for f in probe]
     sides = [f.shape[-1] for f in probe]
-    pools = [pool_size(c, s, cfg.dims) for c, s in zip(channels, sides)]
-    dims = [c * p * p for c, p in zip(channels, pools)]
-    log.info("linear eval of %s at %d px: pooled dims %s", backbone, size, dict(zip(LAYERS, dims)))
+    pools = [pool_size(c, s, cfg.dims) for c, s in zip(channels, sides, strict=True)]
+    dims = [c * p * p for c, p in zip(channels, pools, strict=True)]
+    log.info("linear eval of %s at %d px: pooled dims %s", backbone, size, dict(zip(LAYERS, dims, strict=True)))
 
     torch.manual_seed(cfg.seed)
     heads = nn.ModuleList([LinearProbe(d, len(classes)) for d in dims]).to(rt.device)
+    t_feat = time.perf_counter()
+    history = _fit(heads, TrainFeatures(trunk, cfg, size, pools, rt), cfg, on_epoch)
+    train_seconds = time.perf_counter() - t_feat
+    hits, n_val = _validate(heads, trunk, cfg, size, pools, rt)
+    layers = [{"layer": name, "channels": c, "side": s, "pool": p, "dims": d,
+               "top1": hits[1][i] / n_val, "top5": hits[5][i] / n_val,
+               "train_loss": history[-1]["train_loss"][name]}
+              for i, (name, c, s, p, d) in enumerate(zip(LAYERS, channels, sides, pools, dims, strict=True))]
+    return {"backbone": backbone, "backbone_config": info, "config": cfg.to_dict(), "image_size": size,
+            "num_classes": len(classes), "val_samples": n_val, "device": str(rt.device),
+            "precision": rt.precision, "history": history, "layers": layers,
+            "train_seconds": train_seconds, "seconds": time.perf_counter() - t_start}
+
+
+def _check_classes(cfg: LinearEvalConfig) -> list[str]:
+    classes = read_classes(cfg.train_shards)
+    if len(classes) < 2:
+        raise ValueError(f"{cfg.train_shards}: {len(classes)} classes in the manifest; linear evaluation needs "
+                         "labelled shards (build them from class folders)")
+    if read_classes(cfg.val_shards) != classes:
+        raise ValueError(f"{cfg.val_shards}: its classes differ from {cfg.train_shards}'s (ids are positions in "
+                         "each manifest's class list); build both splits with the same class folders")
+    return classes
+
+
+class TrainFeatures:
+    """The classifiers' training data, one epoch per iteration: features cached once from centre
+    crops (kept in float16: half the memory, standardised before the classifier anyway) and
+    shuffled per epoch, or computed afresh from the augmented pipeline."""
+
+    def __init__(self, trunk, cfg: LinearEvalConfig, size: int, pools, rt):
+        self.trunk, self.cfg, self.pools, self.rt = trunk, cfg, pools, rt
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.cache, self.loader = None, None
+        if cfg.cache:
+            loader = _loader(cfg, cfg.train_shards, size, False, rt)
+            parts, labels = [[] for _ in LAYERS], []
+            for batch in self._limited(loader):
+                keep = batch["label"] >= 0
+                for acc, f in zip(parts, extract(trunk, batch["image"], pools, rt), strict=True):
+                    acc.append(f[keep].half())
+                labels.append(batch["label"][keep])
+            self.cache = ([torch.cat(p) for p in parts], torch.cat(labels))
+            self.steps_per_epoch = math.ceil(len(self.cache[1]) / cfg.batch_size)
+        else:
+            self.loader = _loader(cfg, cfg.train_shards, size, True, rt)
+            n = len(self.loader)
+            self.steps_per_epoch = min(n, cfg.max_train_batches) if cfg.max_train_batches else n
+
+    def _limited(self, loader):
+        for n, batch in enumerate(loader):
+            if self.cfg.max_train_batches and n >= self.cfg.max_train_batches:
+                break
+            yield batch
+
+    def __iter__(self):
+        if self.cache is not None:
+            feats, labels = self.cache
+            order = torch.randperm(len(labels), generator=self.gen, device="cpu").to(labels.device)
+            for i in range(0, len(order), self.cfg.batch_size):
+                idx = order[i:i + self.cfg.batch_size]
+                yield [f[idx].float() for f in feats], labels[idx]
+            return
+        for batch in self._limited(self.loader):
+            yield extract(self.trunk, batch["image"], self.pools, self.rt), batch["label"]
+
+
+def _fit(heads, batches: "TrainFeatures", cfg: LinearEvalConfig, on_epoch) -> list[dict]:
+    """All five classifiers on the same batches (one optimiser, independent parameters, summed
+    losses), cosine decay over the run. -> per-epoch mean train loss per layer."""
     params = list(heads.parameters())
     if cfg.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-
-    # cached: features once (centre crops), kept in float16; else a fresh augmented pass per epoch
-    gen = torch.Generator().manual_seed(cfg.seed)
-    cache, train_loader, t_feat = None, None, time.perf_counter()
-    if cfg.cache:
-        loader = _loader(cfg, cfg.train_shards, size, False, rt)
-        parts, labels = [[] for _ in LAYERS], []
-        for n, batch in enumerate(loader):
-            if cfg.max_train_batches and n >= cfg.max_train_batches:
-                break
-            keep = batch["label"] >= 0
-            for acc, f in zip(parts, extract(trunk, batch["image"], pools, rt)):
-                acc.append(f[keep].half())  # half the memory; standardised before the classifier anyway
-            labels.append(batch["label"][keep])
-        del loader
-        cache = ([torch.cat(p) for p in parts], torch.cat(labels))
-        steps_per_epoch = math.ceil(len(cache[1]) / cfg.batch_size)
-    else:
-        train_loader = _loader(cfg, cfg.train_shards, size, True, rt)
-        steps_per_epoch = len(train_loader) if not cfg.max_train_batches else min(len(train_loader), cfg.max_train_batches)
-
-    def batches_train():
-        """One epoch of (features, labels) for the classifiers."""
-        if cache is not None:
-            feats, labels = cache
-            order = torch.randperm(len(labels), generator=gen, device="cpu").to(labels.device)
-            for i in range(0, len(order), cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
-                yield [f[idx].float() for f in feats], labels[idx]
-            return
-        for n, batch in enumerate(train_loader):
-            if cfg.max_train_batches and n >= cfg.max_train_batches:
-                break
-            yield extract(trunk, batch["image"], pools, rt), batch["label"]
-
-    total = max(1, cfg.epochs * steps_per_epoch)
+    total = max(1, cfg.epochs * batches.steps_per_epoch)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-
     history = []
     heads.train()
     for epoch in range(cfg.epochs):
-        sums, seen = torch.zeros(len(LAYERS), device=rt.device), 0
-        for feats, labels in batches_train():
+        sums, seen = None, 0
+        for feats, labels in batches:
             keep = labels >= 0
             if int(keep.sum()) < 2:  # BatchNorm needs two samples
                 continue
-            losses = torch.stack([F.cross_entropy(h(f[keep]), labels[keep]) for h, f in zip(heads, feats)])
+            losses = torch.stack([F.cross_entropy(h(f[keep]), labels[keep]) for h, f in zip(heads, feats, strict=True)])
             opt.zero_grad(set_to_none=True)
             losses.sum().backward()
             opt.step()
             sched.step()
-            sums += losses.detach()
+            sums = losses.detach() if sums is None else sums + losses.detach()
             seen += 1
-        mean = (sums / max(seen, 1)).tolist()
-        history.append({"epoch": epoch + 1, "train_loss": dict(zip(LAYERS, mean))})
+        mean = (sums / seen).tolist() if seen else [float("nan")] * len(LAYERS)
+        history.append({"epoch": epoch + 1, "train_loss": dict(zip(LAYERS, mean, strict=True))})
         log.info("epoch %d/%d: train loss %s", epoch + 1, cfg.epochs, " ".join(f"{v:.3f}" for v in mean))
         if on_epoch is not None:
             on_epoch(history[-1])
-    train_seconds = time.perf_counter() - t_feat
-    train_loader = None  # frees the DALI pipeline before the validation one is built
+    batches.loader = None  # frees the DALI pipeline before the validation one is built
+    return history
 
+
+@torch.no_grad()
+def _validate(heads, trunk, cfg: LinearEvalConfig, size: int, pools, rt) -> tuple[dict, int]:
+    """Top-1/top-5 hits per layer on every labelled validation sample (centre crops)."""
     heads.eval()
     hits = {k: [0] * len(LAYERS) for k in (1, 5)}
     n_val = 0
-    with torch.no_grad():
-        for batch in _loader(cfg, cfg.val_shards, size, False, rt):
-            labels = batch["label"]
-            for i, (h, f) in enumerate(zip(heads, extract(trunk, batch["image"], pools, rt))):
-                for k, v in topk_correct(h(f), labels).items():
-                    hits[k][i] += v
-            n_val += int((labels >= 0).sum())
+    for batch in _loader(cfg, cfg.val_shards, size, False, rt):
+        labels = batch["label"]
+        for i, (h, f) in enumerate(zip(heads, extract(trunk, batch["image"], pools, rt), strict=True)):
+            for k, v in topk_correct(h(f), labels).items():
+                hits[k][i] += v
+        n_val += int((labels >= 0).sum())
     if n_val == 0:
         raise ValueError(f"{cfg.val_shards}: no labelled images to evaluate on")
-
-    layers = [{"layer": name, "channels": c, "side": s, "pool": p, "dims": d,
-               "top1": hits[1][i] / n_val, "top5": hits[5][i] / n_val,
-               "train_loss": history[-1]["train_loss"][name]}
-              for i, (name, c, s, p, d) in enumerate(zip(LAYERS, channels, sides, pools, dims))]
-    return {"backbone": backbone, "backbone_config": info, "config": cfg.to_dict(), "image_size": size,
-            "num_classes": len(classes), "val_samples": n_val, "device": str(rt.device),
-            "precision": rt.precision, "history": history, "layers": layers,
-            "train_seconds": train_seconds, "seconds": time.perf_counter() - t_start}
+    return hits, n_val
 
 
 def markdown_table(result: dict) -> str:

@@ -21,8 +21,6 @@ import time
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .config import TrainConfig
 from .tasks import get_task
 
 # the one number to read first, per task (and whether higher is better)
@@ -36,22 +34,20 @@ def evaluate_pretext(run_dir: str, shards: str, checkpoint: str | None = None, b
     """Mean pretext metrics of RUN's checkpoint on `shards`. `loader`: any object with the
     DaliLoader interface instead of the pipeline over `shards` (tests)."""
     from .data import pipeline_config
+    from .models import load_models
     from .runtime import resolve_runtime
 
     t0 = time.perf_counter()
     path = checkpoint or os.path.join(run_dir, "checkpoints", "last.pt")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no checkpoint; train the run first (`spotart train {run_dir} ...`)")
-    ckpt = load_checkpoint(path, "cpu")
-    saved = dict(ckpt["config"], device=device, precision=precision, seed=seed, num_threads=num_threads, data="shards", shards=shards)
+    changes = dict(device=device, precision=precision, seed=seed, num_threads=num_threads, data="shards", shards=shards)
     if batch_size:
-        saved["batch_size"] = batch_size
-    cfg = TrainConfig.from_dict(saved)
+        changes["batch_size"] = batch_size
+    cfg, models, ckpt = load_models(path, changes=changes)
     task = get_task(cfg.task)
     rt = resolve_runtime(cfg)
-    models = task.build_models(cfg)
-    for name, m in models.items():
-        m.load_state_dict(ckpt["models"][name], strict=True)
+    for m in models.values():
         m.to(rt.device)
     phase = task.phases(cfg)[-1]
     runners = task.enter_phase(models, phase)
@@ -63,8 +59,7 @@ def evaluate_pretext(run_dir: str, shards: str, checkpoint: str | None = None, b
 
         if not os.path.isfile(os.path.join(shards, "manifest.json")):
             raise FileNotFoundError(f"{shards}: no manifest.json; pass held-out shards made by `spotart build-shards`")
-        pcfg = pipeline_config(cfg, task, rt).replace(training=False, shard_id=0, num_shards=1)
-        loader = DaliLoader(pcfg, rt.device)
+        loader = DaliLoader(pipeline_config(cfg, rt, training=False, shard_id=0, num_shards=1), rt.device)
 
     sums, images, batches = None, 0, 0
     with torch.no_grad():

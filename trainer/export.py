@@ -10,8 +10,7 @@ import os
 
 import torch
 
-from .checkpoint import load_checkpoint
-from .config import TrainConfig
+from .models import load_models
 from .nets.trunk import Trunk, TrunkConfig
 from .tasks import get_task
 
@@ -20,13 +19,8 @@ FORMAT = "spotart-trunk-1"
 
 def export_backbone(run_dir: str, out: str, checkpoint: str | None = None) -> dict:
     path = checkpoint or os.path.join(run_dir, "checkpoints", "last.pt")
-    ckpt = load_checkpoint(path, "cpu", hint="train the run first (spotart train), or give --checkpoint")
-    cfg = TrainConfig.from_dict(ckpt["config"])
-    task = get_task(cfg.task)
-    models = task.build_models(cfg)
-    for name, m in models.items():
-        m.load_state_dict(ckpt["models"][name], strict=True)
-    trunk = task.trunk(models)
+    cfg, models, ckpt = load_models(path)
+    trunk = get_task(cfg.task).trunk(models)
     config = {"format": FORMAT, "preset": cfg.preset, "trunk": cfg.trunk.to_dict(), "task": cfg.task,
               "step": int(ckpt["step"]), "image_size": cfg.image_size, "source": os.path.abspath(path)}
     payload = {"state_dict": {k: v.detach().clone() for k, v in trunk.state_dict().items()}, "config": config}

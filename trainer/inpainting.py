@@ -19,7 +19,8 @@ Choices where the paper is silent or its code differs:
     centre-mode code crops for D, so the same D serves the "blocks" and "regions" holes.
   - The generator's adversarial term is the non-saturating -log D(fill).
   - D's learning rate is disc_lr_ratio (0.1) x the trainer's (code: 2e-4 for D, 2e-3 for G).
-  - Hole shape: "center" (paper's main setting); mode=blocks|regions switch it.
+  - Hole shape, overlap band and its weight are the pipeline's `InpaintingParams`
+    (`pipeline.mode`: "center", the paper's main setting, or blocks|regions).
 Logged: loss_rec, loss_adv, loss_disc, rec_mse (plain MSE inside the hole), acc_real, acc_fake."""
 
 from __future__ import annotations
@@ -36,9 +37,6 @@ from .tasks import Phase, Task
 
 @dataclass(frozen=True)
 class InpaintingTaskParams:
-    mode: str = "center"
-    overlap: int = 4               # px (released code; the paper says 7)
-    overlap_weight: float = 10.0
     rec_weight: float = 0.999
     adv_weight: float = 0.001
     disc_width: int = 64           # D's first layer width (DCGAN: 64)
@@ -65,16 +63,9 @@ class InpaintingTask(Task):
     params_class = InpaintingTaskParams
 
     def validate(self, cfg):
-        from ..pipeline.inpainting import InpaintingParams
-
-        InpaintingParams(**self.pipeline_params(cfg))
         if cfg.image_size % cfg.trunk.downsampling:
             raise ValueError(f"inpainting: image_size {cfg.image_size} must be a multiple of the trunk's "
                              f"downsampling {cfg.trunk.downsampling} (the decoder doubles conv5 back to it)")
-
-    def pipeline_params(self, cfg):
-        p = cfg.params
-        return {"mode": p.mode, "overlap": p.overlap, "overlap_weight": p.overlap_weight}
 
     def build_models(self, cfg):
         p = cfg.params

@@ -1,13 +1,14 @@
 """`train(cfg, run_dir)`: the one training loop, the same for every task.
 
-Read top to bottom: processes and devices -> models, optimisers, scaler -> data -> resume ->
-the loop (phase entry, learning rate, batch, forward/backward/step, metrics, checkpoints, stop
-signals). The task (`tasks.py`) supplies the models, the phases and a `train_step` returning one
-loss per optimiser; nothing here knows about autoencoders or discriminators.
+Read top to bottom: `train` sets up (processes, device, models, data, resume) and then runs
+`_loop`, which fits on one screen: phase entry, learning rate, batch, step, metrics,
+checkpoints, stop signals. The task (`tasks.py`) supplies the models, the phases and a
+`train_step` returning one loss per optimiser; nothing here knows about autoencoders or
+discriminators.
 
 Several losses in one step (a GAN) share one forward: loss i is backpropagated only into its
-optimiser's parameters (`backward(inputs=...)`), keeping the graph for the next, and all of the
-phase's optimisers step afterwards. Metrics stay on the device until a log step.
+optimiser's parameters (`step.optimise`), keeping the graph for the next, and all of the phase's
+optimisers step afterwards. Metrics stay on the device until a log step (one sync per window).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -23,14 +25,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import (CheckpointError, check_config, keep_numbered, load_checkpoint, restore, rng_state, save_checkpoint,
-                         set_rng_state, state_digest)
+from .checkpoint import (CheckpointError, check_config, keep_numbered, load_checkpoint, restore, rng_state,
+                         save_checkpoint, set_rng_state, state_digest)
 from .config import TrainConfig
-from .data import build_loader, pipeline_config
-from .metrics import Meter, MetricsWriter, postfix
-from .runtime import oom_hint, resolve_runtime
-from .step import build_optimizers, optimise
-from .tasks import get_task
+from .data import build_loader, endless, pipeline_config
+from .metrics import Meter, MetricsWriter, Window, postfix
+from .models import Training, build_training
+from .runtime import Runtime, oom_hint, resolve_runtime
+from .step import optimise
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +83,83 @@ def phase_at(phases, step: int):
 def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> dict:
     """Train `cfg` into `run_dir`; returns a summary (last record, stop signal, digests).
     `loader`: any object with the DaliLoader interface, instead of the one cfg describes."""
-    # ---- processes, device, precision ----------------------------------------------------------
-    task = get_task(cfg.task)
     paths = RunPaths(run_dir)
     if not resume and os.path.exists(paths.last):
         raise FileExistsError(f"{run_dir} already holds a run ({paths.last}); pass --resume to continue it "
                               "or choose a new run directory")
+    with _processes(cfg, paths) as (info, rt, stop):
+        tr = build_training(cfg, rt)
+        torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout etc. differ per rank
+        pcfg = pipeline_config(cfg, rt)
+        loader = loader if loader is not None else build_loader(cfg, pcfg, rt.device)
+        step = _resume(paths, cfg, tr, loader, info, rt) if resume else 0
+        if info.is_main:
+            _write_json(paths.config, {"train": cfg.to_dict(), "pipeline": pcfg.to_dict(),
+                                       "world_size": info.world_size, "device": str(rt.device),
+                                       "precision": rt.precision, "channels_last": rt.channels_last})
+        log.info("training %s (%s preset) for %d steps on %s, %s, %d rank(s), batch %d per rank, %d batches/epoch",
+                 cfg.task, cfg.preset, cfg.steps, rt.device, rt.precision, info.world_size, cfg.batch_size,
+                 len(loader))
+        writer = MetricsWriter(paths.metrics, resume_step=step if resume else None) if info.is_main else None
+        try:
+            step, record, signum = _loop(cfg, tr, loader, step, paths, info, rt, stop, writer)
+            summary = _finish(cfg, tr, step, record, signum, info, writer)
+        finally:
+            if writer is not None:
+                writer.close()
+        return summary
+
+
+def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer):
+    """Steps from `step` to cfg.steps (or a stop signal, or stop_after). -> (step, last record, signal)."""
+    phases = tr.task.phases(cfg)
+    batches, meter, window = endless(loader), Meter(), Window()
+    phase_index, runners, record, signum, start_step = -1, None, {}, 0, step
+    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=1.0,
+               disable=not (info.is_main and cfg.progress))
+    if rt.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(rt.device)
+    while step < cfg.steps:
+        i, phase_start = phase_at(phases, step)
+        phase = phases[i]
+        if i != phase_index:  # entering a phase (or resuming inside one): freeze/unfreeze, wrap
+            phase_index, runners = i, _enter_phase(tr, phase, cfg, info, rt)
+        f = lr_factor(step - phase_start, phase.steps, cfg)
+        _set_lr(tr, phase, f)
+
+        t0 = time.perf_counter()
+        batch = next(batches)
+        window.add(wait=time.perf_counter() - t0, images=next(iter(batch.values())).shape[0])  # last may be partial
+        with oom_hint(cfg, rt):
+            meter.add(optimise(tr.task, runners, batch, phase, cfg, rt, tr.optimizers, tr.params_of, tr.scaler))
+        step += 1
+        bar.update(1)
+
+        if step % cfg.log_every == 0 or step == phase_start + phase.steps:
+            record = {"step": step, "phase": phase.name, "epoch": getattr(loader, "epoch", 0), "lr": cfg.lr * f,
+                      **meter.read(info), **window.read(info.world_size), **_memory(rt)}  # read() syncs
+            if writer is not None:
+                writer.write(record)
+                bar.set_postfix(postfix(record), refresh=False)
+        signum = stop.requested()
+        cut = cfg.stop_after and step - start_step >= cfg.stop_after
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or signum or cut:
+            _save(paths, cfg, tr, loader, step, info, rt)
+        if signum or cut:
+            break
+    bar.close()
+    return step, record, signum
+
+
+# ---- set-up and tear-down ------------------------------------------------------------------------
+
+@contextmanager
+def _processes(cfg: TrainConfig, paths: RunPaths):
+    """Process group, device and precision, stop signals, and train.log (INFO, rank 0) for the
+    duration of the run; all undone on the way out, whatever ends the run."""
     owns_group = not torch.distributed.is_initialized()
     info = distributed.setup(cfg.device)
-    stop, file_log, writer, pkg_logger = None, None, None, logging.getLogger("spotart")
+    stop, file_log, pkg_logger = None, None, logging.getLogger("spotart")
     pkg_level = pkg_logger.level
     try:
         rt = resolve_runtime(cfg, info.local_rank)
@@ -104,143 +174,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
             pkg_logger.addHandler(file_log)
             if pkg_logger.getEffectiveLevel() > logging.INFO:
                 pkg_logger.setLevel(logging.INFO)  # train.log gets INFO whatever the console shows
-
-        # ---- models, optimisers, scaler ----------------------------------------------------------
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        models = task.build_models(cfg)
-        for m in models.values():
-            m.to(rt.device, memory_format=rt.memory_format())
-        optimizers, params_of = build_optimizers(task, models, cfg)
-        base_lr = {n: [g["lr"] for g in o.param_groups] for n, o in optimizers.items()}
-        scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.fp16)
-        phases = task.phases(cfg)
-        torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout etc. differ per rank
-
-        # ---- data ----------------------------------------------------------------------------
-        pcfg = pipeline_config(cfg, task, rt) if loader is None else None
-        if loader is None:
-            loader = build_loader(cfg, task, rt, pcfg)
-        batches_per_epoch = len(loader)
-
-        # ---- resume --------------------------------------------------------------------------
-        step = 0
-        if resume:
-            ckpt = load_checkpoint(paths.last, rt.device, hint="nothing to resume: start without --resume")
-            check_config(ckpt, cfg.to_dict(), paths.last)
-            restore(ckpt, models, optimizers, scaler)
-            step = int(ckpt["step"])
-            states = ckpt["rank_states"]
-            if len(states) != info.world_size:
-                raise CheckpointError(f"{paths.last} was written by {len(states)} rank(s); resume it with the same "
-                                      f"number of processes, not {info.world_size}")
-            set_rng_state(states[info.rank]["rng"], rt.device)
-            loader.load_state_dict(states[info.rank]["data"])
-            del ckpt
-            log.info("resumed from %s at step %d", paths.last, step)
-        if info.is_main:
-            with open(paths.config + ".tmp", "w") as f:
-                json.dump({"train": cfg.to_dict(), "pipeline": pcfg.to_dict() if pcfg else None,
-                           "world_size": info.world_size, "device": str(rt.device), "precision": rt.precision,
-                           "channels_last": rt.channels_last}, f, indent=2)
-            os.replace(paths.config + ".tmp", paths.config)
-        writer = MetricsWriter(paths.metrics, resume_step=step if resume else None) if info.is_main else None
-
-        def save(at_step):
-            # every rank's data position and RNG, so each continues where it stopped
-            states = distributed.gather({"rng": rng_state(rt.device), "data": loader.state_dict()}, info)
-            if info.is_main:
-                save_checkpoint(paths.last, models=models, optimizers=optimizers, scaler=scaler, step=at_step,
-                                config=cfg.to_dict(), rank_states=states)
-                keep_numbered(paths.last, at_step, cfg.keep_checkpoints)
-                log.info("checkpoint at step %d: %s", at_step, paths.last)
-
-        def prepare(module):
-            if cfg.compile:
-                module = torch.compile(module)
-            if info.enabled and any(p.requires_grad for p in module.parameters()):
-                module = DDP(module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-            return module
-
-        # ---- the loop ------------------------------------------------------------------------
-        log.info("training %s (%s preset) for %d steps on %s, %s, %d rank(s), batch %d per rank, %d batches/epoch",
-                 cfg.task, cfg.preset, cfg.steps, rt.device, rt.precision, info.world_size, cfg.batch_size,
-                 batches_per_epoch)
-        it = iter(loader)
-        phase_index, runners, record, signum = -1, None, {}, 0
-        start_step, epoch = step, getattr(loader, "epoch", 0)
-        meter = Meter()
-        t_window, data_time, window_steps, window_images = time.perf_counter(), 0.0, 0, 0
-        if rt.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(rt.device)
-        bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=1.0,
-                   disable=not (info.is_main and cfg.progress))
-        while step < cfg.steps:
-            i, phase_start = phase_at(phases, step)
-            phase = phases[i]
-            if i != phase_index:  # entering a phase (or resuming inside one): freeze/unfreeze, wrap
-                distributed.broadcast_buffers(models, info)  # BN statistics: rank 0's everywhere
-                phase_index, runners = i, {n: prepare(m) for n, m in task.enter_phase(models, phase).items()}
-                log.info("phase %s: steps %d..%d", phase.name, phase_start, phase_start + phase.steps - 1)
-            f = lr_factor(step - phase_start, phase.steps, cfg)
-            for n in phase.optimizers:
-                for g, lr in zip(optimizers[n].param_groups, base_lr[n]):
-                    g["lr"] = lr * f
-
-            t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:  # epoch end: the loader starts the next epoch on a new iterator
-                it = iter(loader)
-                batch = next(it)
-            epoch = getattr(loader, "epoch", epoch)
-            data_time += time.perf_counter() - t0
-            window_images += next(iter(batch.values())).shape[0]  # the last batch of an epoch may be partial
-
-            with oom_hint(cfg, rt):
-                logs = optimise(task, runners, batch, phase, cfg, rt, optimizers, params_of, scaler)
-            meter.add(logs)
-            step += 1
-            window_steps += 1
-            bar.update(1)
-
-            phase_end = phase_start + phase.steps
-            if step % cfg.log_every == 0 or step == phase_end:
-                values = meter.read(info)  # syncs the device
-                elapsed = time.perf_counter() - t_window
-                record = {"step": step, "phase": phase.name, "epoch": epoch, "lr": cfg.lr * f, **values,
-                          "img_per_s": window_images * info.world_size / elapsed,
-                          "step_ms": 1000 * elapsed / window_steps, "data_wait_frac": data_time / elapsed}
-                if rt.device.type == "cuda":
-                    record["gpu_mem_gib"] = torch.cuda.max_memory_allocated(rt.device) / 2**30
-                    torch.cuda.reset_peak_memory_stats(rt.device)
-                if info.is_main:
-                    writer.write(record)
-                    bar.set_postfix(postfix(record), refresh=False)
-                t_window, data_time, window_steps, window_images = time.perf_counter(), 0.0, 0, 0
-
-            signum = stop.requested()
-            cut = cfg.stop_after and step - start_step >= cfg.stop_after
-            if step % cfg.ckpt_every == 0 or step == cfg.steps or signum or cut:
-                save(step)
-            if signum or cut:
-                break
-        bar.close()
-
-        digests = None
-        if info.enabled:  # DDP keeps replicas identical; check it, cheaply, once per run
-            distributed.broadcast_buffers(models, info)  # each rank's last forward updated its own BN stats
-            digests = distributed.gather(state_digest(models), info)
-            if len(set(digests)) != 1:
-                log.error("ranks ended with different weights: %s", digests)
-        summary = {"step": step, "finished": step >= cfg.steps, "signal": signum, "last": record,
-                   "rank_digests": digests}
-        if info.is_main:
-            writer.write({"step": step, "event": "end", **{k: v for k, v in summary.items() if k != "last"}})
-            log.info("stopped at step %d%s", step, f" on signal {signum}" if signum else "")
-        return summary
+        yield info, rt, stop
     finally:
-        if writer is not None:
-            writer.close()
         if stop is not None:
             stop.close()
         if file_log is not None:
@@ -249,3 +184,83 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
             file_log.close()
         if owns_group:
             distributed.teardown()
+
+
+def _resume(paths: RunPaths, cfg, tr: Training, loader, info, rt: Runtime) -> int:
+    """Weights, optimisers, scaler, this rank's RNG and data position from last.pt -> its step."""
+    ckpt = load_checkpoint(paths.last, rt.device, hint="nothing to resume: start without --resume")
+    check_config(ckpt, cfg.to_dict(), paths.last)
+    restore(ckpt, tr.models, tr.optimizers, tr.scaler)
+    states = ckpt["rank_states"]
+    if len(states) != info.world_size:
+        raise CheckpointError(f"{paths.last} was written by {len(states)} rank(s); resume it with the same "
+                              f"number of processes, not {info.world_size}")
+    set_rng_state(states[info.rank]["rng"], rt.device)
+    loader.load_state_dict(states[info.rank]["data"])
+    log.info("resumed from %s at step %d", paths.last, int(ckpt["step"]))
+    return int(ckpt["step"])
+
+
+def _write_json(path: str, obj: dict):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+# ---- pieces of the loop --------------------------------------------------------------------------
+
+def _enter_phase(tr: Training, phase, cfg, info, rt) -> dict:
+    """Freeze/unfreeze for `phase` and wrap the modules the step runs (compile, DDP)."""
+    distributed.broadcast_buffers(tr.models, info)  # BN statistics: rank 0's everywhere
+    log.info("phase %s: %d steps", phase.name, phase.steps)
+
+    def prepare(module):
+        if cfg.compile:
+            module = torch.compile(module)
+        if info.enabled and any(p.requires_grad for p in module.parameters()):
+            module = DDP(module, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        return module
+
+    return {n: prepare(m) for n, m in tr.task.enter_phase(tr.models, phase).items()}
+
+
+def _set_lr(tr: Training, phase, factor: float):
+    """The schedule's factor on every group's base rate of the phase's optimisers."""
+    for n in phase.optimizers:
+        for g, lr in zip(tr.optimizers[n].param_groups, tr.base_lr[n], strict=True):
+            g["lr"] = lr * factor
+
+
+def _memory(rt: Runtime) -> dict:
+    """Peak GPU memory of the window (then reset); nothing on the CPU."""
+    if rt.device.type != "cuda":
+        return {}
+    peak = torch.cuda.max_memory_allocated(rt.device) / 2**30
+    torch.cuda.reset_peak_memory_stats(rt.device)
+    return {"gpu_mem_gib": peak}
+
+
+def _save(paths: RunPaths, cfg, tr: Training, loader, step: int, info, rt):
+    """Checkpoint policy's action: every rank's data position and RNG, so each continues where it
+    stopped; rank 0 writes last.pt atomically (and keeps numbered copies on request)."""
+    states = distributed.gather({"rng": rng_state(rt.device), "data": loader.state_dict()}, info)
+    if info.is_main:
+        save_checkpoint(paths.last, models=tr.models, optimizers=tr.optimizers, scaler=tr.scaler, step=step,
+                        config=cfg.to_dict(), rank_states=states)
+        keep_numbered(paths.last, step, cfg.keep_checkpoints)
+        log.info("checkpoint at step %d: %s", step, paths.last)
+
+
+def _finish(cfg, tr: Training, step, record, signum, info, writer) -> dict:
+    digests = None
+    if info.enabled:  # DDP keeps replicas identical; check it, cheaply, once per run
+        distributed.broadcast_buffers(tr.models, info)  # each rank's last forward updated its own BN stats
+        digests = distributed.gather(state_digest(tr.models), info)
+        if len(set(digests)) != 1:
+            log.error("ranks ended with different weights: %s", digests)
+    summary = {"step": step, "finished": step >= cfg.steps, "signal": signum, "last": record,
+               "rank_digests": digests}
+    if writer is not None:
+        writer.write({"step": step, "event": "end", **{k: v for k, v in summary.items() if k != "last"}})
+        log.info("stopped at step %d%s", step, f" on signal {signum}" if signum else "")
+    return summary

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 import torch
 
@@ -36,6 +37,30 @@ class Meter:
         means = mean_across_ranks(self.sums / self.count, info).tolist()
         out = dict(zip(self.names, means))
         self.names, self.sums, self.count = None, None, 0
+        return out
+
+
+class Window:
+    """Throughput of the steps since the last read: images per second over all ranks, ms per
+    step, and the share of the wall time spent waiting in next(loader) (host time: no device
+    sync is added, so on a GPU it is the time the host could not run ahead of the device)."""
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self):
+        self.t0, self.wait, self.steps, self.images = time.perf_counter(), 0.0, 0, 0
+
+    def add(self, wait: float, images: int):
+        self.wait += wait
+        self.steps += 1
+        self.images += images
+
+    def read(self, world_size: int = 1) -> dict:
+        elapsed = time.perf_counter() - self.t0
+        out = {"img_per_s": self.images * world_size / elapsed, "step_ms": 1000 * elapsed / max(self.steps, 1),
+               "data_wait_frac": self.wait / elapsed}
+        self._reset()
         return out
 
 

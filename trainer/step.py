@@ -9,13 +9,6 @@ from __future__ import annotations
 import torch
 
 
-def build_optimizers(task, models: dict, cfg) -> tuple[dict, dict]:
-    """-> (optimiser by name, the parameters each one owns)."""
-    optimizers = {n: task.build_optimizer(n, ps, cfg) for n, ps in task.optimizer_params(models).items()}
-    params_of = {n: [p for g in o.param_groups for p in g["params"]] for n, o in optimizers.items()}
-    return optimizers, params_of
-
-
 def optimise(task, runners: dict, batch: dict, phase, cfg, rt, optimizers: dict, params_of: dict, scaler) -> dict:
     """One step of `phase` on `batch`. -> the task's logs (device tensors, not synced)."""
     if rt.channels_last:

@@ -19,7 +19,7 @@ from .nets.trunk import Trunk
 
 
 @dataclass(frozen=True)
-class SupervisedParams:
+class SupervisedTaskParams:
     num_classes: int = 0        # 0: the number of classes in the shards' manifest (resolved once, saved)
     hidden: int = 4096
     pool: int = 4
@@ -53,7 +53,7 @@ def manifest_classes(shards: str) -> tuple[int, int]:
 class SupervisedTask(ClassificationTask):
     name = "supervised"
     pipeline_task = "images"
-    params_class = SupervisedParams
+    params_class = SupervisedTaskParams
     target_key = "label"
 
     def validate(self, cfg):

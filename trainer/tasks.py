@@ -6,8 +6,11 @@ task declares, walks the task's phases, and per step calls `train_step`, which r
 per optimiser (each loss's gradient goes only to that optimiser's parameters) plus the scalars to
 log. Everything task-specific (networks, freezing, losses, metrics) stays in the task's module.
 
+The data a task sees is its pipeline's (`pipeline_task`, with that pipeline's own parameters
+dataclass as `cfg.pipeline`); a task never redefines a data parameter.
+
 Adding a task: a module `spotart.trainer.<name>` with a `Task` subclass, an entry in `TASKS`,
-its sizes in the presets of `config.py` (optional) and its batch maker in `synthetic.py`.
+and its sizes in the presets of `config.py` (optional).
 """
 
 from __future__ import annotations
@@ -43,10 +46,6 @@ class Task:
 
     def validate(self, cfg) -> None:
         """Cross-checks between cfg and the task's parameters (raise ValueError)."""
-
-    def pipeline_params(self, cfg) -> dict:
-        """The pipeline's task parameters (PipelineConfig.params) for this run."""
-        return {}
 
     def build_models(self, cfg) -> dict[str, nn.Module]:
         """Every module whose state the checkpoint holds, by name."""

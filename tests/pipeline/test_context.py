@@ -162,7 +162,8 @@ def test_same_seed_same_batches_half_precision():
     again = run(image, batches=2, batch_size=8, seed=5, dtype="float16")
     other = run(image, batches=2, batch_size=8, seed=6, dtype="float16")
     assert first[1].dtype == np.float16 and np.isfinite(first[1]).all()
-    for x, y in zip(first[1:], again[1:]):
+    assert len(first) == len(again) > 1
+    for x, y in zip(first[1:], again[1:], strict=True):
         np.testing.assert_array_equal(x, y)
     assert not np.array_equal(first[1], other[1])
 

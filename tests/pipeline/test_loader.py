@@ -73,7 +73,7 @@ def test_shuffle_is_seeded(unique_shards):
 def test_eval_mode_is_deterministic_and_in_order(unique_shards):
     a = [b["image"] for b in DaliLoader(cfg(unique_shards, training=False))]
     b = [b["image"] for b in DaliLoader(cfg(unique_shards, training=False, seed=9))]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert len(a) == len(b) > 0 and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def test_save_restore_resumes_exactly(unique_shards):
@@ -86,7 +86,7 @@ def test_save_restore_resumes_exactly(unique_shards):
     ref = [b["image"] for b in it] + [b["image"] for b in ref_loader]
     resumed = DaliLoader(c, state=state)
     got = [b["image"] for b in resumed] + [b["image"] for b in resumed]
-    assert len(got) == len(ref) and all(torch.equal(x, y) for x, y in zip(ref, got))
+    assert len(got) == len(ref) > 0 and all(torch.equal(x, y) for x, y in zip(ref, got, strict=True))
     with pytest.raises(ValueError, match="another pipeline configuration"):
         DaliLoader(cfg(unique_shards, seed=5), state=state)
 

@@ -13,7 +13,6 @@ from PIL import Image
 
 from spotart.pipeline.context import NEIGHBOURS
 from spotart.tools.cli import main
-from spotart.tools.commands.preview import parse_params
 from spotart.tools.preview import PAD, TEXT_H, render_preview
 
 TOP = PAD + TEXT_H + PAD  # y of the first row of panels
@@ -153,26 +152,42 @@ def test_bad_inputs(tmp_path):
         render_preview({"image": 0, "target": 0, "mask": 0}, "inpainting", str(tmp_path / "x.png"))
 
 
-def test_parse_params():
-    assert parse_params(("mode=blocks", "overlap=2", "theta=0.3", "tile_norm=false")) == {
-        "mode": "blocks", "overlap": 2, "theta": 0.3, "tile_norm": False}
-    with pytest.raises(Exception, match="KEY=VALUE"):
-        parse_params(("mode",))
-
-
 def test_cli_end_to_end(sample_shards, tmp_path):
     out = tmp_path / "grid.png"
     res = CliRunner().invoke(main, ["preview", "--task", "inpainting", "--shards", sample_shards, "--out", str(out),
                                     "--batch", "3", "--image-size", "32", "--set", "mode=blocks",
-                                    "--param", "overlap=2"])
+                                    "--set", "pipeline.overlap=2"])
     assert res.exit_code == 0, res.output
     assert "3 samples" in res.output
     with Image.open(out) as im:
         assert im.size == grid_size([96] * 3, [96] * 3)
 
 
+def test_cli_takes_the_train_keys(sample_shards, tmp_path, monkeypatch):
+    """--set reaches every data parameter as `spotart train --set` does, bare or as pipeline.<key>,
+    and the preview draws the pipeline a training run with those keys would build."""
+    import spotart.tools.preview as preview_module
+    from spotart.trainer.config import build_config
+    from spotart.trainer.data import pipeline_config
+    from spotart.trainer.runtime import resolve_runtime
+
+    seen = {}
+    monkeypatch.setattr(preview_module, "preview", lambda cfg, out: seen.setdefault("cfg", cfg) and (1, 1))
+    sets = ["grey_prob=1", "pipeline.channel_jitter=0", "tile_norm=false"]
+    res = CliRunner().invoke(main, ["preview", "--task", "jigsaw", "--preset", "tiny", "--shards", sample_shards,
+                                    "--out", str(tmp_path / "j.png"), "--batch", "2", "--seed", "3",
+                                    *[x for kv in sets for x in ("--set", kv)]])
+    assert res.exit_code == 0, res.output
+    got = seen["cfg"]
+    train = build_config("jigsaw", "tiny", sets + ["batch_size=2", "seed=3", "device=cpu", "precision=fp32"])
+    want = pipeline_config(train, resolve_runtime(train), shards=sample_shards, shard_id=0, num_shards=1)
+    assert got == want
+    assert got.params.grey_prob == 1 and got.params.channel_jitter == 0 and got.params.tile_norm is False
+    assert got.params.count == 100 and got.image_size == 32  # the tiny preset's
+
+
 def test_cli_rejects_unknown_param(sample_shards, tmp_path):
     res = CliRunner().invoke(main, ["preview", "--task", "artifacts", "--shards", sample_shards,
-                                    "--out", str(tmp_path / "x.png"), "--param", "drop=0.5"])
+                                    "--out", str(tmp_path / "x.png"), "--set", "drop=0.5"])
     assert res.exit_code != 0
-    assert "unknown artifacts pipeline parameter(s) ['drop']" in res.output
+    assert "unknown config key 'drop'" in res.output

@@ -16,7 +16,9 @@ def test_train_then_export_backbone(tmp_path):
     assert r.exit_code == 0, r.output
     saved = json.load(open(os.path.join(run, "config.json")))
     assert saved["train"]["steps"] == 4 and saved["train"]["batch_size"] == 4 and saved["train"]["data"] == "synthetic"
-    assert saved["precision"] == "fp32" and saved["channels_last"] is False and saved["pipeline"] is None
+    assert saved["precision"] == "fp32" and saved["channels_last"] is False
+    # synthetic data is the task's own pipeline over procedural images: its parameters are saved too
+    assert saved["pipeline"]["params"] == {"mask_size": 4, "theta": 0.6} == saved["train"]["pipeline"]
     assert os.path.getsize(os.path.join(run, "train.log")) > 0
     out = str(tmp_path / "trunk.pt")
     r = CliRunner().invoke(main, ["export-backbone", run, "--out", out])

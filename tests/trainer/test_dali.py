@@ -32,7 +32,8 @@ def test_dali_fed_training_crosses_epochs_and_resumes_exactly(sample_shards, tmp
     train(dali_cfg(sample_shards, *args), str(tmp_path / "b"), resume=True)
     b = recs(tmp_path / "b")
     assert [r["step"] for r in b] == list(range(1, 15))
-    for ra, rb in zip(a, b):
+    assert len(a) == len(b) == 14
+    for ra, rb in zip(a, b, strict=True):
         for k in ("ae_mse", "loss_disc", "loss_repair", "mask_acc"):
             if k in ra:
                 assert ra[k] == pytest.approx(rb[k], rel=1e-6, abs=1e-7), (ra["step"], k)

@@ -124,13 +124,9 @@ def test_mismatched_splits_and_missing_shards_are_named(colour_shards, sample_sh
 
 
 def test_pretext_table_section_is_replaced_not_duplicated(tmp_path):
-    import importlib.util
     from types import SimpleNamespace
 
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "bench", "pretext_table.py")
-    spec = importlib.util.spec_from_file_location("pretext_table", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from spotart.tools import comparison as bench
 
     def lin(top1):
         return {"layers": [{"layer": f"conv{i + 1}", "top1": t, "top5": min(1.0, 2 * t)} for i, t in enumerate(top1)]}
@@ -138,7 +134,7 @@ def test_pretext_table_section_is_replaced_not_duplicated(tmp_path):
     results = {"supervised": {"steps": 9, "train_seconds": 60.0, "linear": lin([0.1, 0.2, 0.3, 0.5, 0.4])},
                "random": {"steps": 0, "train_seconds": 0.0, "linear": lin([0.05, 0.04, 0.03, 0.02, 0.01])}}
     args = SimpleNamespace(budget_minutes=1.0, preset="tiny", per_class=3, dims=512, eval_epochs=1, cache_features=True)
-    info = {"machine": "test", "image_size": 32, "classes": 10, "train_images": 30, "val_images": 20}
+    info = {"machine": "test", "command": "--preset tiny", "image_size": 32, "classes": 10, "train_images": 30, "val_images": 20}
     text = bench.table(results, args, info)
     rows = [ln for ln in text.splitlines() if ln.startswith("| random") or ln.startswith("| supervised")]
     assert rows[0].startswith("| random | 0 |") and rows[1].startswith("| supervised | 9 | 1.00 |")  # fixed order

@@ -46,7 +46,7 @@ def test_trunk_config_validation_and_presets():
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in bn.modules()) == 4  # conv2..conv5
 
 
-def test_mask_head_is_spatially_aligned_and_resamples_other_sizes():
+def test_mask_head_is_spatially_aligned_and_refuses_other_sizes():
     head = MaskHead(4, mask_size=4)
     with torch.no_grad():
         head.conv.weight.zero_()
@@ -57,8 +57,17 @@ def test_mask_head_is_spatially_aligned_and_resamples_other_sizes():
         out = head(x)
         assert out.shape == (1, 1, 4, 4)
         assert out[0, 0, 1, 3] == 5.0 and out.abs().sum() == 5.0
-        big = head(torch.zeros(1, 4, 8, 8))
-        assert big.shape == (1, 1, 4, 4)
+        with pytest.raises(ValueError, match="conv5 is 8x8 but the mask is 4x4"):
+            head(torch.zeros(1, 4, 8, 8))
+
+
+def test_trunk_side_matches_the_network():
+    for cfg in (TrunkConfig(), TrunkConfig(channels=(8, 8, 8, 8, 8), conv1_kernel=5, conv1_stride=2)):
+        trunk = Trunk(cfg).eval()
+        for size in (16, 31, 32, 64, 96):
+            with torch.no_grad():
+                feats = trunk.features(torch.zeros(1, 3, size, size))
+            assert [f.shape[-1] for f in feats] == [cfg.side(size, k) for k in range(1, 6)], (cfg, size)
 
 
 def test_discriminator_outputs_one_logit_per_image_and_mask_logits():

@@ -7,9 +7,11 @@ import os
 import pytest
 import torch
 
-from spotart.pipeline.config import PipelineConfig
 from spotart.pipeline.loader import DaliLoader
 from spotart.trainer.config import build_config
+from spotart.trainer.data import pipeline_config
+from spotart.trainer.runtime import resolve_runtime
+from spotart.trainer.synthetic import synthetic_batches
 from spotart.trainer.export import export_backbone, load_backbone
 from spotart.trainer.loop import train
 from spotart.trainer.metrics import read_metrics
@@ -45,10 +47,7 @@ class Fixed:
 
 
 def first_batch(cfg, shards):
-    task = get_task(cfg.task)
-    pcfg = PipelineConfig(shards=shards, task=task.pipeline_task, batch_size=cfg.batch_size,
-                          image_size=cfg.image_size, device="cpu", num_threads=1, seed=0,
-                          params=task.pipeline_params(cfg))
+    pcfg = pipeline_config(cfg, resolve_runtime(cfg), shards=shards, num_threads=1, seed=0)
     return next(iter(DaliLoader(pcfg, "cpu")))
 
 
@@ -142,36 +141,14 @@ def test_weighted_l2_counts_the_band_and_ignores_the_rest():
     assert weighted_l2(pred, target, weight).item() == pytest.approx(11 / 2)
 
 
-def coordinate_images(gen, n, size, device):
-    """Channel 0 = row, channel 1 = column: a crop's top-left pixel says where it was cut."""
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
-    return torch.stack([yy, xx, torch.zeros_like(yy)])[None].repeat(n, 1, 1, 1)
-
-
-def test_synthetic_batches_keep_the_pipeline_contracts(monkeypatch):
-    from spotart.pipeline.context import NEIGHBOURS, ContextParams
-    from spotart.pipeline.jigsaw import JigsawParams
-    from spotart.trainer import synthetic
-    from spotart.trainer.synthetic import SyntheticBatches
-
-    monkeypatch.setattr(synthetic, "smooth_images", coordinate_images)
-    geo = ContextParams().geometry(64)
-    b = next(iter(SyntheticBatches("context", 32, 64, params={})))
-    d = (b["patch2"][:, :2, 0, 0] - b["patch1"][:, :2, 0, 0]) / (geo.patch + geo.gap)
-    assert torch.equal(d.long(), torch.as_tensor(NEIGHBOURS, dtype=torch.long)[b["position"]])
-    assert len(set(b["position"].tolist())) > 1
-
-    jp = JigsawParams(count=10)
-    jgeo = jp.geometry(64)
-    b = next(iter(SyntheticBatches("jigsaw", 8, 64, params={"count": 10, "permutations": None})))
-    perms = torch.as_tensor(jp.load_set(), dtype=torch.long)[b["permutation"]]
-    corner = b["tiles"][:, :, :2, 0, 0]  # (B, 9, 2) top-left (row, col) of each output tile
-    cell = ((corner - jgeo.origin) // jgeo.cell).long()  # grid cell each tile was cut from
-    assert torch.equal(cell[..., 0] * 3 + cell[..., 1], perms)  # tile i comes from cell perm[i]
-
-    b = next(iter(SyntheticBatches("inpainting", 2, 32, params={"overlap": 4, "overlap_weight": 10.0})))
-    hole = b["mask"] > 0
-    assert torch.all(b["image"][hole.expand_as(b["image"])] == 0)
-    assert set(b["weight"].unique().tolist()) == {0.0, 1.0, 10.0}
-    assert torch.equal(b["weight"] == 1, hole)
+@pytest.mark.parametrize("name", ["artifacts", "context", "jigsaw", "inpainting", "supervised"])
+def test_synthetic_batches_are_the_real_pipelines_batches(name, sample_shards):
+    """data=synthetic runs the task's own pipeline on procedural images: the same keys, shapes and
+    dtypes as a batch read from shards (so jitter, gaps, greyscale and holes are all there)."""
+    cfg = build_config(name, "tiny", BASE + [f"shards={sample_shards}"])
+    real = first_batch(cfg, sample_shards)
+    synth = next(iter(synthetic_batches(pipeline_config(cfg, resolve_runtime(cfg)), "cpu", count=1)))
+    assert real.keys() == synth.keys()
+    for k in real:
+        assert (real[k].shape, real[k].dtype) == (synth[k].shape, synth[k].dtype), k
+    assert (synth["label"] == -1).all()  # procedural images carry no class

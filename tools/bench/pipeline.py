@@ -157,8 +157,10 @@ def rate(iterable, batches: int, batch: int, warmup: int) -> float:
 
 
 def main():
-    from spotart.pipeline.config import PipelineConfig, make_params
     from spotart.pipeline.loader import DaliLoader
+    from spotart.trainer.config import build_config
+    from spotart.trainer.data import pipeline_config
+    from spotart.trainer.runtime import resolve_runtime
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", required=True)
@@ -168,6 +170,9 @@ def main():
     ap.add_argument("--batches", type=int, default=40)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--preset", default="64px", help="the trainer preset whose task parameters the pipelines take")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config key, as for `spotart train --set` (e.g. mode=blocks)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     with open(os.path.join(args.shards, "manifest.json")) as f:
@@ -177,10 +182,13 @@ def main():
           f"workers {args.workers}, batch {args.batch}, image {args.image_size}px")
     results = {}
     for task in args.tasks:
-        cfg = PipelineConfig(shards=args.shards, task=task, batch_size=args.batch, image_size=args.image_size,
-                             device=args.device, num_threads=args.workers, seed=0)
+        # the pipeline a `spotart train --task TASK` run builds; fp32 outputs, as the baseline's
+        train = build_config(task, args.preset, [*args.overrides, f"batch_size={args.batch}", "precision=fp32",
+                                                 f"image_size={args.image_size}", f"num_threads={args.workers}",
+                                                 f"device={'cuda' if args.device == 'gpu' else 'cpu'}"])
+        cfg = pipeline_config(train, resolve_runtime(train), shards=args.shards, shard_id=0, num_shards=1)
         dali = rate(DaliLoader(cfg, dev), args.batches, args.batch, warmup=cfg.prefetch + 3)
-        params = make_params(task, None) if task != "artifacts" else cfg.params
+        params = cfg.params
         ds = BaselineDataset(tars, task, args.image_size, params)
         dl = torch.utils.data.DataLoader(ds, batch_size=args.batch, num_workers=args.workers, pin_memory=dev.type == "cuda",
                                          persistent_workers=False, prefetch_factor=2)

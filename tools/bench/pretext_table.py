@@ -31,11 +31,11 @@ import sys
 import tarfile
 import time
 
+from spotart.tools.comparison import ROWS, table, write_section
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "datasets", "tiny-imagenet-a"))
 DEFAULT_OUT = os.path.normpath(os.path.join(HERE, "..", "..", "docs", "benchmarks.md"))
-ROWS = ("random", "context", "inpainting", "jigsaw", "artifacts", "supervised")
-START, END = "<!-- pretext-table:start -->", "<!-- pretext-table:end -->"
 log = logging.getLogger("pretext_table")
 
 
@@ -126,54 +126,32 @@ def command_line() -> str:
     return shlex.join(out)
 
 
-def table(results: dict, args, info: dict) -> str:
-    layers = ("conv1", "conv2", "conv3", "conv4", "conv5")
-    lines = [
-        "## Pretext tasks compared (linear evaluation per layer)\n",
-        f"`python tools/bench/pretext_table.py {command_line()}`\n",
-        *([f"{args.note}\n"] if getattr(args, "note", "") else []),
-        f"- machine: {info['machine']}",
-        f"- budget: {args.budget_minutes:g} min of training per task (wall clock, after a calibration run "
-        f"that is not counted); preset `{args.preset}`, {info['image_size']} px",
-        f"- data: tiny-imagenet-a, train {info['train_images']} images, val {info['val_images']} images, "
-        f"{info['classes']} classes ({'all images' if not args.per_class else f'{args.per_class} per class'})",
-        f"- linear protocol: frozen trunk, features pooled to ~{args.dims} dims per layer, "
-        f"{args.eval_epochs} epoch(s), {'cached centre-crop features' if args.cache_features else 'features recomputed each epoch with augmentation'}; "
-        f"chance top-1 {100 / info['classes']:.1f}%",
-        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
-        "Top-1 accuracy (%) on the val split:\n",
-        "| task | steps | train min | " + " | ".join(layers) + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in layers) + " |",
-    ]
-    for name in ROWS:
-        r = results.get(name)
-        if r is None:
-            continue
-        acc = {l["layer"]: l["top1"] for l in r["linear"]["layers"]}
-        best = max(acc.values())
-        cells = [(f"**{100 * acc[k]:.1f}**" if acc[k] == best else f"{100 * acc[k]:.1f}") for k in layers]
-        lines.append(f"| {name} | {r['steps']} | {r['train_seconds'] / 60:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", "Top-5 accuracy (%):", "", "| task | " + " | ".join(layers) + " |",
-              "| --- | " + " | ".join("---" for _ in layers) + " |"]
-    for name in ROWS:
-        if name in results:
-            acc = {l["layer"]: l["top5"] for l in results[name]["linear"]["layers"]}
-            lines.append(f"| {name} | " + " | ".join(f"{100 * acc[k]:.1f}" for k in layers) + " |")
-    return "\n".join(lines) + "\n"
+def train_and_probe(task: str, args, train_shards: str, eval_cfg, stamp: str) -> dict:
+    """One row: train `task` for the budget (or take the random trunk), export, linear-probe."""
+    from spotart.trainer.config import build_config
+    from spotart.trainer.eval_linear import linear_eval, write_results
+    from spotart.trainer.export import export_backbone
+    from spotart.trainer.loop import train
+    from spotart.trainer.random_backbone import export_random_backbone
 
-
-def write_section(path: str, text: str):
-    """Replace the table's section of `path` (between the markers), or append it."""
-    old = open(path).read() if os.path.isfile(path) else "# Benchmarks\n"
-    block = f"{START}\n{text}{END}\n"
-    if START in old and END in old:
-        new = old[:old.index(START)] + block + old[old.index(END) + len(END):].lstrip("\n")
+    backbone = os.path.join(args.workdir, "backbones", f"{task}-{args.preset}-{stamp}.pt")
+    if task == "random":
+        export_random_backbone(backbone, args.preset)
+        steps, train_seconds = 0, 0.0
     else:
-        new = old.rstrip("\n") + "\n\n" + block
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        f.write(new)
-    os.replace(path + ".tmp", path)
+        step_s, startup = calibrate(task, args, train_shards)
+        steps = max(2, int((60 * args.budget_minutes - startup) / step_s))
+        log.info("%s: %.3f s/step, %.1f s start-up -> %d steps in %.2f min", task, step_s, startup, steps,
+                 args.budget_minutes)
+        run = os.path.join(args.workdir, "runs", f"{task}-{args.preset}-{stamp}")
+        t0 = time.perf_counter()
+        train(build_config(task, args.preset, overrides(args, train_shards, steps)), run)
+        train_seconds = time.perf_counter() - t0
+        export_backbone(run, backbone)
+    lin = linear_eval(backbone, eval_cfg)
+    write_results(lin, backbone[:-3] + ".linear")
+    log.info("%s: top-1 per layer %s", task, [round(100 * l["top1"], 1) for l in lin["layers"]])
+    return {"steps": steps, "train_seconds": train_seconds, "backbone": backbone, "linear": lin}
 
 
 def main(argv=None):
@@ -204,16 +182,13 @@ def main(argv=None):
     logging.getLogger("spotart").setLevel(logging.WARNING)
     os.makedirs(args.workdir, exist_ok=True)
 
-    from spotart.trainer.config import PRESETS, build_config
-    from spotart.trainer.eval_linear import LinearEvalConfig, linear_eval, read_classes, write_results
-    from spotart.trainer.export import export_backbone
-    from spotart.trainer.loop import train
-    from spotart.trainer.random_backbone import export_random_backbone
+    from spotart.trainer.config import PRESETS
+    from spotart.trainer.eval_linear import LinearEvalConfig, read_classes
 
     train_shards = shards(args.data, args.workdir, "train", ["train-00.tar.gz", "train-01.tar.gz"], args.per_class)
     val_shards = shards(args.data, args.workdir, "val", ["val.tar.gz"], args.val_per_class)
     count = lambda d: json.load(open(os.path.join(d, "manifest.json")))["num_samples"]  # noqa: E731
-    info = {"machine": machine(), "image_size": PRESETS[args.preset]["image_size"], "classes": len(read_classes(train_shards)),
+    info = {"machine": machine(), "command": command_line(), "image_size": PRESETS[args.preset]["image_size"], "classes": len(read_classes(train_shards)),
             "train_images": count(train_shards), "val_images": count(val_shards)}
     for item in args.set:  # an image size override applies to the linear evaluation too
         if item.startswith("image_size="):
@@ -221,29 +196,10 @@ def main(argv=None):
     eval_cfg = LinearEvalConfig(train_shards=train_shards, val_shards=val_shards, image_size=info["image_size"],
                                 batch_size=args.eval_batch_size, epochs=args.eval_epochs, dims=args.dims,
                                 cache=args.cache_features, device=args.device, num_threads=args.num_threads)
-    budget = 60 * args.budget_minutes
     results = {}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for task in args.tasks:
-        backbone = os.path.join(args.workdir, "backbones", f"{task}-{args.preset}-{stamp}.pt")
-        if task == "random":
-            export_random_backbone(backbone, args.preset)
-            steps, train_seconds = 0, 0.0
-        else:
-            step_s, startup = calibrate(task, args, train_shards)
-            steps = max(2, int((budget - startup) / step_s))
-            log.info("%s: %.3f s/step, %.1f s start-up -> %d steps in %.2f min", task, step_s, startup, steps,
-                     args.budget_minutes)
-            run = os.path.join(args.workdir, "runs", f"{task}-{args.preset}-{stamp}")
-            cfg = build_config(task, args.preset, overrides(args, train_shards, steps))
-            t0 = time.perf_counter()
-            train(cfg, run)
-            train_seconds = time.perf_counter() - t0
-            export_backbone(run, backbone)
-        lin = linear_eval(backbone, eval_cfg)
-        write_results(lin, backbone[:-3] + ".linear")
-        results[task] = {"steps": steps, "train_seconds": train_seconds, "backbone": backbone, "linear": lin}
-        log.info("%s: top-1 per layer %s", task, [round(100 * l["top1"], 1) for l in lin["layers"]])
+        results[task] = train_and_probe(task, args, train_shards, eval_cfg, stamp)
         with open(os.path.join(args.workdir, f"pretext_table-{stamp}.json"), "w") as f:
             json.dump({"args": vars(args), "info": info, "results": results}, f, indent=2)
     text = table(results, args, info)

@@ -1,6 +1,6 @@
 """Benchmark: phase-2 training images/s of the artifacts task (repair + discriminator steps, the
-expensive phase) fed by the DALI pipeline versus fed by a synthetic batch already on the device,
-in the same run. The difference is what the input pipeline costs the trainer; `data_wait_frac`
+expensive phase) fed by the DALI pipeline versus fed by replayed batches already on the device
+(recorded from the same pipeline first, so the step's inputs are identical), in the same run. The difference is what the input pipeline costs the trainer; `data_wait_frac`
 is the share of step time the loop spent waiting in next(loader).
 
 Runs the real training loop (`spotart.trainer.loop.train`) with ae_fraction=0 (phase 2 only, a
@@ -23,9 +23,13 @@ import tempfile
 
 import torch
 
+from spotart.pipeline.loader import DaliLoader
 from spotart.trainer.config import PRESETS, build_config
+from spotart.trainer.data import pipeline_config
 from spotart.trainer.loop import train
 from spotart.trainer.metrics import read_metrics
+from spotart.trainer.runtime import resolve_runtime
+from spotart.trainer.synthetic import ReplayBatches
 
 
 def measure(preset: str, source: str, shards: str | None, steps: int, warmup: int, batch_size: int,
@@ -34,10 +38,13 @@ def measure(preset: str, source: str, shards: str | None, steps: int, warmup: in
     sets = [f"steps={(windows + 1) * steps}", f"log_every={steps}", "ckpt_every=1000000000", "ae_fraction=0",
             f"batch_size={batch_size}", f"compile={str(compile_).lower()}", f"device={device}", "progress=false",
             f"num_threads={num_threads}", f"precision={precision}", f"cpu_threads={cpu_threads}"]
-    sets += ["data=synthetic"] if source == "synthetic" else [f"shards={shards}"]
-    cfg = build_config("artifacts", preset, sets)
+    cfg = build_config("artifacts", preset, sets + [f"shards={shards}"])
+    loader = None
+    if source == "replay":  # 8 batches of the real pipeline, kept on the device and cycled
+        rt = resolve_runtime(cfg)
+        loader = ReplayBatches.record(DaliLoader(pipeline_config(cfg, rt), rt.device), 8)
     with tempfile.TemporaryDirectory() as run:
-        train(cfg, run)
+        train(cfg, run, loader=loader)
         recs = [r for r in read_metrics(os.path.join(run, "metrics.jsonl")) if "event" not in r]
         with open(os.path.join(run, "config.json")) as f:
             resolved = json.load(f)
@@ -69,7 +76,7 @@ def main():
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile or ("both" if gpu else "off")]
     results = []
     for compile_ in modes:
-        for source in ("synthetic", "dali"):
+        for source in ("replay", "dali"):
             r = measure(args.preset, source, args.shards, args.steps, args.warmup, batch, compile_, device,
                         args.num_threads, args.precision, args.cpu_threads)
             results.append(r)
@@ -78,12 +85,12 @@ def main():
                   + (f"peak {r['gpu_mem_gib']:.2f} GiB" if r["gpu_mem_gib"] is not None else ""), flush=True)
     summary = []
     for compile_ in modes:
-        syn = next(r for r in results if r["source"] == "synthetic" and r["compile"] == compile_)
+        syn = next(r for r in results if r["source"] == "replay" and r["compile"] == compile_)
         dali = next(r for r in results if r["source"] == "dali" and r["compile"] == compile_)
         ratio = dali["img_per_s"] / syn["img_per_s"]
         cost_us = 1e6 * (1 / dali["img_per_s"] - 1 / syn["img_per_s"])
-        summary.append({"compile": compile_, "dali_over_synthetic": ratio, "pipeline_cost_us_per_image": cost_us})
-        print(f"compile={compile_}: DALI-fed / synthetic = {ratio:.3f}; the pipeline costs the trainer "
+        summary.append({"compile": compile_, "dali_over_replay": ratio, "pipeline_cost_us_per_image": cost_us})
+        print(f"compile={compile_}: DALI-fed / replayed = {ratio:.3f}; the pipeline costs the trainer "
               f"{cost_us:.1f} us per image; data wait {100 * dali['data_wait_frac']:.1f}% of step time")
     out = {"preset": args.preset, "device": results[0]["device"],
            "device_name": torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),

@@ -45,8 +45,8 @@ opt = dict(show_default=True)
 def profile(shards, out, task, preset, overrides, pipeline_overrides, batches, rounds, warmup, profile_steps, phase,
             interval, no_trace, compare_with, from_run):
     """Is the GPU starved, and by what? In one process: the input pipeline alone (and cut into
-    stages: read, decode, augment, task generator), the training step alone on a synthetic
-    on-device batch, and the two together. Reports images/s of each, the fraction of the
+    stages: read, decode, augment, task generator), the training step alone on batches recorded
+    from that pipeline and replayed from the device, and the two together. Reports images/s of each, the fraction of the
     end-to-end step spent waiting for data, each pipeline stage's cost, the top kernels of a
     step (torch.profiler), CPU use of the pipeline threads, GPU utilisation and memory (NVML,
     when installed), and names the bottleneck with the knob to turn.

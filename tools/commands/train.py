@@ -21,15 +21,18 @@ opt = dict(show_default=True)
               help="Shard directory made by `spotart build-shards` (not needed with --synthetic).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config key; repeatable. Top-level keys (steps, batch_size, lr, log_every, "
-                   "ckpt_every, stop_after, cpu_threads, ...), trunk.<key>, and the task's parameters "
-                   "(theta=0.6, ae_fraction=0.5, mask_weight=0.1, rec_weight=30, mask_on_real, ...). Unknown keys are errors.")
+                   "ckpt_every, stop_after, cpu_threads, min_area, ...), trunk.<key>, the task's networks and "
+                   "losses as params.<key> (ae_fraction=0.5, mask_weight=0.1, rec_weight=30, mask_on_real, ...) and "
+                   "its data as pipeline.<key> (theta=0.6, color_drop, grey_prob, mode, ...); a bare key is looked "
+                   "up in params, then pipeline. Unknown keys are errors.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Total optimisation steps, all phases.")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Batch size per process (rank).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None,
               help="auto: bf16 autocast on GPU, fp32 on CPU; fp16 adds a GradScaler.")
 @click.option("--device", default=None, help="auto, cpu, cuda or cuda:N.")
 @click.option("--compile", "compile_", is_flag=True, default=None, help="torch.compile the networks.")
-@click.option("--synthetic", is_flag=True, help="Train on synthetic on-device batches (no shards; tests, benchmarks).")
+@click.option("--synthetic", is_flag=True,
+              help="Train on the task's own pipeline over procedural images, no shards (tests, smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue RUN exactly from checkpoints/last.pt.")
 def train(task, preset, shards, run_dir, overrides, steps, batch_size, precision, device, compile_, synthetic, resume):
     """Self-supervised training into the run directory RUN (config.json, metrics.jsonl, train.log,

@@ -28,7 +28,7 @@ def sections(r: dict) -> list[tuple[str, list]]:
     out = [("Bottleneck", [f"**{b['kind']}-bound ({b['stage']}); knob: {b['knob']}.** {b['sentence']}"])]
 
     rows = []
-    for key, label in (("pipeline", "pipeline alone (loader)"), ("train", "training step alone (synthetic batch)"),
+    for key, label in (("pipeline", "pipeline alone (loader)"), ("train", "training step alone (replayed batches)"),
                        ("end_to_end", "the two together")):
         s = st[key]
         gpu = s["gpu"] or {}

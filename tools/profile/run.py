@@ -1,7 +1,8 @@
 """`profile(pc)`: one process, one run: the pipeline alone (whole, and cut into stages), the
-training step alone on synthetic on-device batches, and the two together; CPU time per thread
-and GPU utilisation sampled throughout; torch.profiler over a few steps; then the report
-(report.json, report.md, charts, report.html) in `pc.out`.
+training step alone on batches recorded from that very pipeline (replayed from the device, so
+the step sees the run's exact shapes, dtypes and statistics at no data cost), and the two
+together; CPU time per thread and GPU utilisation sampled throughout; torch.profiler over a few
+steps; then the report (report.json, report.md, charts, report.html) in `pc.out`.
 
 Order: the truncated pipelines first (each built, timed, dropped); then the step under
 torch.profiler; then, in interleaved rounds, the loader the training run would use (pipeline
@@ -21,15 +22,14 @@ from contextlib import contextmanager
 import torch
 
 from ...trainer.config import build_config
-from ...trainer.data import build_loader, pipeline_config
+from ...trainer.data import build_loader, check_shards, endless, pipeline_config
 from ...trainer.runtime import resolve_runtime
-from ...trainer.synthetic import SyntheticBatches
-from ...trainer.tasks import get_task
+from ...trainer.synthetic import ReplayBatches
 from .config import ProfileConfig, parse_pipeline_overrides
 from .diagnose import diagnose
 from .sampler import Sampler, is_pipeline_thread
 from .stages import STAGES, marginal_ms, stage_pipeline, time_pipeline
-from .steps import Stepper, endless, merge_runs, run_steps, top_kernels
+from .steps import Stepper, merge_runs, run_steps, top_kernels
 
 log = logging.getLogger(__name__)
 
@@ -92,64 +92,17 @@ def profile(pc: ProfileConfig) -> dict:
     """Measure, write the report files into pc.out, return the report dict."""
     sets = list(pc.overrides) + [f"shards={pc.shards}", "data=shards", "progress=false"]
     cfg = build_config(pc.task, pc.preset, sets)
-    task = get_task(cfg.task)
+    check_shards(cfg)
     rt = resolve_runtime(cfg)
     if rt.device.type == "cpu" and cfg.cpu_threads:
         torch.set_num_threads(cfg.cpu_threads)
-    pcfg = pipeline_config(cfg, task, rt).replace(**parse_pipeline_overrides(pc.pipeline_overrides))
+    pcfg = pipeline_config(cfg, rt, **parse_pipeline_overrides(pc.pipeline_overrides))
     os.makedirs(pc.out, exist_ok=True)
-    n, warm, bs = pc.batches, pc.warmup, cfg.batch_size
-    log.info("profiling %s (%s preset) on %s: %d timed batches per measurement", cfg.task, cfg.preset, rt.device, n)
-
-    stages, results = {}, {}
+    log.info("profiling %s (%s preset) on %s: %d timed batches per measurement", cfg.task, cfg.preset, rt.device,
+             pc.batches)
     with Sampler(pc.sample_interval, rt.device) as sampler:
-        def window(name):
-            return next((s, e) for m, s, e in sampler.marks if m == name)
-
-        # ---- the pipeline cut into stages ------------------------------------------------------
-        for name in STAGES:
-            pipe = stage_pipeline(pcfg, name)
-            with sampler.stage(name):
-                stages[name] = time_pipeline(pipe, warm, n, bs)
-            del pipe
-            gc.collect()  # DALI's threads go with the pipeline, before the next one starts
-        for name, ms in marginal_ms(stages).items():
-            stages[name]["own_ms_per_batch"] = ms
-            stages[name]["cpu"] = sampler.cpu_by_group([window(name)])
-
-        # ---- the loader alone, the step alone, the two together --------------------------------
-        loader = build_loader(cfg, task, rt, pcfg)
-        data = endless(loader)
-        stepper = Stepper(cfg, rt, pc.phase)
-        synth = endless(SyntheticBatches(task.pipeline_task, bs, cfg.image_size, device=rt.device,
-                                         dtype=rt.data_dtype, seed=cfg.seed, params=task.pipeline_params(cfg)))
-        # the first steps pay for optimiser state, allocator growth, oneDNN/cuDNN plans and
-        # compilation; the profiler's steps come after them, and both timed runs after those
-        for _ in range(warm):
-            stepper(next(synth))
-        kernels = top_kernels(stepper, synth, pc.profile_steps, rt.device, pc.top_kernels,
-                              os.path.join(pc.out, "train_step_trace.json") if pc.trace else None)
-        # The three are measured in interleaved rounds (pipeline, step, together, pipeline, ...),
-        # so slow drifts in what else the machine runs hit all three alike. The loader fills its
-        # prefetch queue whenever it is idle (between rounds): those batches come free, so each
-        # of its rounds first drains them, untimed.
-        warm_loader = max(warm, pcfg.prefetch + 1)
-        parts = {"pipeline": [], "train": [], "end_to_end": []}
-        peak = {}
-        for i in range(pc.rounds):
-            k = n // pc.rounds + (i < n % pc.rounds)
-            for name, source, step, w in (("pipeline", data, None, warm_loader), ("train", synth, stepper, 0),
-                                          ("end_to_end", data, stepper, warm_loader)):
-                with sampler.stage(name), _peak_memory(rt.device) as mem:
-                    parts[name].append(run_steps(source, step, k, w, rt.device, bs))
-                if mem:
-                    peak[name] = max(peak.get(name, 0.0), mem["torch_peak_mem_gib"])
-        results = {name: merge_runs(p, bs) for name, p in parts.items()}
-        for name, gib in peak.items():
-            results[name]["torch_peak_mem_gib"] = gib
-        del data, loader
-        gc.collect()
-
+        stages = _time_stages(pcfg, pc, sampler)
+        results, kernels, stepper = _time_runs(cfg, rt, pcfg, pc, sampler)
     for name, r in results.items():
         windows = [(s, e) for m, s, e in sampler.marks if m == name]
         r["cpu"] = sampler.cpu_by_group(windows)
@@ -158,10 +111,71 @@ def profile(pc: ProfileConfig) -> dict:
     timeline = {"wait_ms": results["end_to_end"]["wait_ms"], "compute_ms": results["end_to_end"]["compute_ms"]}
     for r in results.values():
         # the median step is robust to bursts of other work on a shared machine
-        r["median_ms_per_batch"] = statistics.median(w + c for w, c in zip(r.pop("wait_ms"), r.pop("compute_ms")))
-    results["train"].pop("data_wait_frac")  # synthetic batches: nothing to wait for
+        r["median_ms_per_batch"] = statistics.median(
+            w + c for w, c in zip(r.pop("wait_ms"), r.pop("compute_ms"), strict=True))
+    results["train"].pop("data_wait_frac")  # replayed batches: nothing to wait for
     results["pipeline"].pop("data_wait_frac")  # all of it is data
+    report = _report(pc, cfg, rt, pcfg, stepper, stages, results, timeline, kernels, sampler)
+    from .report import write_report
 
+    write_report(report, pc.out)
+    return report
+
+
+def _time_stages(pcfg, pc: ProfileConfig, sampler) -> dict:
+    """The pipeline cut into stages, each truncated pipeline built, timed alone and dropped."""
+    stages = {}
+    for name in STAGES:
+        pipe = stage_pipeline(pcfg, name)
+        with sampler.stage(name):
+            stages[name] = time_pipeline(pipe, pc.warmup, pc.batches, pcfg.batch_size)
+        del pipe
+        gc.collect()  # DALI's threads go with the pipeline, before the next one starts
+    for name, ms in marginal_ms(stages).items():
+        window = next((s, e) for m, s, e in sampler.marks if m == name)
+        stages[name]["own_ms_per_batch"] = ms
+        stages[name]["cpu"] = sampler.cpu_by_group([window])
+    return stages
+
+
+def _time_runs(cfg, rt, pcfg, pc: ProfileConfig, sampler):
+    """The loader alone, the step alone and the two together, in interleaved rounds; the step's
+    top kernels. -> (results by name, kernels, the Stepper)."""
+    n, warm, bs = pc.batches, pc.warmup, cfg.batch_size
+    loader = build_loader(cfg, pcfg, rt.device)
+    data = endless(loader)
+    stepper = Stepper(cfg, rt, pc.phase)
+    # the step alone runs on batches recorded from this loader: no second implementation of the
+    # task's inputs can misstate its cost (jitter, gaps, holes and tile sizes are the real ones)
+    replay = endless(ReplayBatches.record(loader, min(n, 8)))
+    # the first steps pay for optimiser state, allocator growth, oneDNN/cuDNN plans and
+    # compilation; the profiler's steps come after them, and both timed runs after those
+    for _ in range(warm):
+        stepper(next(replay))
+    kernels = top_kernels(stepper, replay, pc.profile_steps, rt.device, pc.top_kernels,
+                          os.path.join(pc.out, "train_step_trace.json") if pc.trace else None)
+    # Interleaved rounds (pipeline, step, together, pipeline, ...), so slow drifts in what else
+    # the machine runs hit all three alike. The loader fills its prefetch queue whenever it is
+    # idle (between rounds): those batches come free, so each of its rounds first drains them.
+    warm_loader = max(warm, pcfg.prefetch + 1)
+    parts, peak = {"pipeline": [], "train": [], "end_to_end": []}, {}
+    for i in range(pc.rounds):
+        k = n // pc.rounds + (i < n % pc.rounds)
+        for name, source, step, w in (("pipeline", data, None, warm_loader), ("train", replay, stepper, 0),
+                                      ("end_to_end", data, stepper, warm_loader)):
+            with sampler.stage(name), _peak_memory(rt.device) as mem:
+                parts[name].append(run_steps(source, step, k, w, rt.device, bs))
+            if mem:
+                peak[name] = max(peak.get(name, 0.0), mem["torch_peak_mem_gib"])
+    results = {name: merge_runs(p, bs) for name, p in parts.items()}
+    for name, gib in peak.items():
+        results[name]["torch_peak_mem_gib"] = gib
+    del data, loader, replay
+    gc.collect()
+    return results, kernels, stepper
+
+
+def _report(pc, cfg, rt, pcfg, stepper, stages, results, timeline, kernels, sampler) -> dict:
     e2e = results["end_to_end"]["images_per_s"]
     slowest = min(results["pipeline"]["images_per_s"], results["train"]["images_per_s"])
     slowest_median = max(results["pipeline"]["median_ms_per_batch"], results["train"]["median_ms_per_batch"])
@@ -172,10 +186,10 @@ def profile(pc: ProfileConfig) -> dict:
         "stage_ms": {k: v["own_ms_per_batch"] for k, v in stages.items()}, "device": pcfg.device,
         "num_threads": pcfg.num_threads, "cpu_count": machine["cpu_affinity"],
         "pipeline_cores": results["pipeline"]["pipeline_cores"], "prefetch": pcfg.prefetch,
-        "hw_decoder_load": pcfg.hw_decoder_load, "batch_size": bs, "compile": cfg.compile,
+        "hw_decoder_load": pcfg.hw_decoder_load, "batch_size": cfg.batch_size, "compile": cfg.compile,
         "gpu_util": (results["end_to_end"]["gpu"] or {}).get("util_pct_mean"),
     }
-    report = {
+    return {
         "schema": SCHEMA_ID,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
@@ -189,8 +203,9 @@ def profile(pc: ProfileConfig) -> dict:
                                "consecutive per-batch times (DALI 2.4 exposes no per-operator timing)",
             "data_wait": "host wall time inside next() on the loader, as a fraction of the end-to-end wall time "
                          "(the trainer's data_wait_frac); no per-step device sync",
+            "step_alone": "the training step on batches recorded from the run's own loader, replayed from the device",
             "rounds": f"pipeline alone, step alone and the two together measured in {pc.rounds} interleaved "
-                      f"round(s) of about {n // pc.rounds} batches each, summed",
+                      f"round(s) of about {pc.batches // pc.rounds} batches each, summed",
             "cpu": "CPU time per thread from /proc/self/task/*/stat, grouped by thread name; cores = CPU s / wall s",
             "gpu": "NVML utilisation and memory" if sampler.nvml is not None else
                    ("NVML unavailable (install nvidia-ml-py)" if rt.device.type == "cuda" else "no GPU (CPU run)"),
@@ -211,7 +226,3 @@ def profile(pc: ProfileConfig) -> dict:
         "kernels": kernels,
         "bottleneck": diagnose(figures),
     }
-    from .report import write_report
-
-    write_report(report, pc.out)
-    return report

@@ -47,11 +47,11 @@ def stage_pipeline(cfg: PipelineConfig, upto: str):
 
     @pipeline_def
     def pipe():
-        if upto == "augment":
-            return build.images_and_labels(cfg, tars, idxs, shard_id, num_shards)
         jpg, cls = build.read_shards(cfg, tars, idxs, shard_id, num_shards)
         if upto == "read":
             return jpg, cls
+        if upto == "augment":
+            return build.images_and_labels(cfg, jpg, cls)
         return build.decode(jpg, cfg), cls
 
     p = pipe(**build.pipeline_kwargs(cfg, shard_id))

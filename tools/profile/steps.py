@@ -16,20 +16,16 @@ import time
 import torch
 
 from ...trainer.config import TrainConfig
+from ...trainer.models import build_training
 from ...trainer.runtime import Runtime
-from ...trainer.step import build_optimizers, optimise
-from ...trainer.tasks import get_task
+from ...trainer.step import optimise
 
 
 class Stepper:
     def __init__(self, cfg: TrainConfig, rt: Runtime, phase: str = "last"):
-        self.cfg, self.rt, self.task = cfg, rt, get_task(cfg.task)
-        torch.manual_seed(cfg.seed)
-        self.models = self.task.build_models(cfg)
-        for m in self.models.values():
-            m.to(rt.device, memory_format=rt.memory_format())
-        self.optimizers, self.params_of = build_optimizers(self.task, self.models, cfg)
-        self.scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.fp16)
+        self.cfg, self.rt = cfg, rt
+        self.training = tr = build_training(cfg, rt)
+        self.task = tr.task
         phases = self.task.phases(cfg)
         names = [p.name for p in phases]
         if phase == "last":
@@ -38,23 +34,12 @@ class Stepper:
             self.phase = phases[names.index(phase)]
         else:
             raise ValueError(f"task {cfg.task!r} has no phase {phase!r}; choose 'last' or one of {names}")
-        runners = self.task.enter_phase(self.models, self.phase)
+        runners = self.task.enter_phase(tr.models, self.phase)
         self.runners = {n: torch.compile(m) if cfg.compile else m for n, m in runners.items()}
 
     def __call__(self, batch: dict):
-        optimise(self.task, self.runners, batch, self.phase, self.cfg, self.rt, self.optimizers, self.params_of,
-                 self.scaler)
-
-
-def endless(loader):
-    """Batches across epoch ends (each `iter(loader)` is one epoch)."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise RuntimeError("the batch source yielded no batch in a whole epoch")
+        tr = self.training
+        optimise(self.task, self.runners, batch, self.phase, self.cfg, self.rt, tr.optimizers, tr.params_of, tr.scaler)
 
 
 def sync(device):
@@ -80,11 +65,12 @@ def run_steps(batches, step, n: int, warmup: int, device, batch_size: int) -> di
             step(b)
         wait.append(1000 * (t1 - t0))
         compute.append(1000 * (time.perf_counter() - t1))
-    sync(device)  # the device's backlog belongs to the last step
+    t_end = time.perf_counter()
+    sync(device)  # the device's backlog: counted in the wall time, not given to any one step
     wall = time.perf_counter() - t_start
-    compute[-1] += max(0.0, 1000 * wall - sum(wait) - sum(compute))
     return {"batches": n, "seconds": wall, "images_per_s": n * batch_size / wall, "ms_per_batch": 1000 * wall / n,
-            "data_wait_frac": sum(wait) / (1000 * wall), "wait_ms": wait, "compute_ms": compute}
+            "data_wait_frac": sum(wait) / (1000 * wall), "drain_ms": 1000 * (t_start + wall - t_end),
+            "wait_ms": wait, "compute_ms": compute}
 
 
 def merge_runs(parts: list[dict], batch_size: int) -> dict:
@@ -93,7 +79,8 @@ def merge_runs(parts: list[dict], batch_size: int) -> dict:
     compute = [c for p in parts for c in p["compute_ms"]]
     n, wall = sum(p["batches"] for p in parts), sum(p["seconds"] for p in parts)
     return {"batches": n, "seconds": wall, "images_per_s": n * batch_size / wall, "ms_per_batch": 1000 * wall / n,
-            "data_wait_frac": sum(wait) / (1000 * wall), "rounds": len(parts), "wait_ms": wait, "compute_ms": compute}
+            "data_wait_frac": sum(wait) / (1000 * wall), "drain_ms": sum(p["drain_ms"] for p in parts),
+            "rounds": len(parts), "wait_ms": wait, "compute_ms": compute}
 
 
 def top_kernels(step, batches, n: int, device, top: int, trace_path: str | None = None) -> dict:

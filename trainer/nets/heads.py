@@ -29,11 +29,9 @@ class ClassifierHead(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """conv5 -> 3x3 conv -> one logit per location, resampled to the M x N mask grid.
-
-    With the preset geometries conv5 already is M x N (S / 16) and the resampling is the
-    identity; on other input sizes adaptive average pooling maps the logit map to M x N (each
-    mask entry reads the conv5 cells over its image region)."""
+    """conv5 -> 3x3 conv -> one logit per location: the M x N mask grid (the released code's mask
+    head). conv5 must be M x N; the config checks it (trainer/artifacts.py), and a mismatch here
+    is an error, never a silent resampling that would blur which cell predicts which entry."""
 
     def __init__(self, in_channels: int, mask_size: int):
         super().__init__()
@@ -41,7 +39,7 @@ class MaskHead(nn.Module):
         self.conv = nn.Conv2d(in_channels, 1, 3, padding=1)
 
     def forward(self, x):
-        logits = self.conv(x)
-        if logits.shape[-1] != self.mask_size or logits.shape[-2] != self.mask_size:
-            logits = F.adaptive_avg_pool2d(logits, self.mask_size)
-        return logits
+        if x.shape[-1] != self.mask_size or x.shape[-2] != self.mask_size:
+            raise ValueError(f"conv5 is {x.shape[-2]}x{x.shape[-1]} but the mask is {self.mask_size}x{self.mask_size}: "
+                             "feed the discriminator the image size it was configured for")
+        return self.conv(x)

@@ -6,8 +6,9 @@ feature was dropped. This is the released code's form (`repair_res_layer` before
 level, including the first, which the paper writes as D1(phi_hat) + (1 - Omega) R1(phi_hat)); in
 both the repair of level 1 sees phi_hat and changes only dropped positions.
 
-R_i (code): concat(x, mask) -> 3x3 conv, BN, ReLU -> 3x3 conv; the mask as an input channel tells
-the layer where it must invent content. The decoder D is shared with the autoencoder and frozen
+R_i (code, `repair_res_layer`): concat(x, mask) -> 3x3 conv, BN, leaky ReLU -> 3x3 conv; the mask as
+an input channel tells the layer where it must invent content. The activation follows the code's
+current revision (`tf.nn.leaky_relu`, slope 0.2); its June 2018 release built R with plain ReLU. The decoder D is shared with the autoencoder and frozen
 (eval-mode BatchNorm) in phase 2; only R trains.
 """
 
@@ -25,7 +26,7 @@ class RepairLayer(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(channels + 1, channels, 3, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(channels)
-        self.act = nn.ReLU(inplace=True)
+        self.act = nn.LeakyReLU(0.2, inplace=True)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x, keep):

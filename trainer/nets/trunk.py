@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...pipeline.config import coerce_dataclass
+from ...configs import coerce_dataclass
 
 NORMS = ("batch", "none")
 
@@ -57,6 +57,16 @@ class TrunkConfig:
     def downsampling(self) -> int:
         """Input side / conv5 side (for inputs divisible by it)."""
         return 4 * self.conv1_stride
+
+    def side(self, image_size: int, layer: int) -> int:
+        """Side of conv`layer`'s map (1..5) for a square input: every conv and pool pads "same",
+        so conv1 is ceil(S / stride), each max-pool halves it rounding up (before conv2, conv3)."""
+        if not 1 <= layer <= 5:
+            raise ValueError(f"layer must be 1..5, got {layer}")
+        s = -(-image_size // self.conv1_stride)
+        for _ in range(min(layer - 1, 2)):
+            s = -(-s // 2)
+        return s
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
