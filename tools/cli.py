@@ -21,6 +21,7 @@ COMMANDS = {
     "export-backbone": "train:export_backbone",
     "eval": "evaluate:evaluate",
     "profile": "profile:profile",
+    "plot": "plot:plot",
     "demo": "demo:demo",
 }
 

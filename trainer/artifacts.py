@@ -167,6 +167,15 @@ class ArtifactsTask(Task):
         generator = DamagedDecoder(ae.decoder, repair).train()  # keeps the decoder in eval mode
         return {"autoencoder": ae, "generator": generator, "disc": disc}
 
+    def model_outputs(self, models, batch, cfg):
+        x, omega = batch["image"], batch["mask"]
+        ae = models["autoencoder"]
+        phi, real = ae(x, return_code=True)
+        fake = DamagedDecoder(ae.decoder, models["repair"])(damage(phi, omega, cfg.params.avg_kernel), omega)
+        logits, mask_logits = models["disc"](fake)
+        return {"reconstruction": real, "repaired": fake, "dropped_prob": torch.sigmoid(-mask_logits),
+                "real_prob": torch.sigmoid(logits)}
+
     def train_step(self, runners, batch, phase, cfg):
         p = cfg.params
         x = batch["image"]
@@ -200,5 +209,6 @@ class ArtifactsTask(Task):
             "loss_cls": loss_cls.detach(), "loss_mask": loss_mask.detach(), "loss_adv": loss_adv.detach(),
             "rec_mse": rec.detach(), "acc_real": acc_real, "acc_fake": acc_fake,
             "mask_acc": L.mask_accuracy(mask_logits[b:], omega_f), "mask_iou": L.mask_iou(mask_logits[b:], omega_f),
+            "mask_auc": L.mask_auc(mask_logits[b:], omega_f),
         }
         return {"repair": loss_repair, "disc": loss_disc}, logs

@@ -39,6 +39,9 @@ class ClassificationTask(Task):
     def enter_phase(self, models, phase):
         return {"net": models["net"].requires_grad_(True).train()}
 
+    def model_outputs(self, models, batch, cfg):
+        return {"pred": self.logits(models["net"], batch).argmax(1)}
+
     def train_step(self, runners, batch, phase, cfg):
         logits = self.logits(runners["net"], batch).float()
         target = batch[self.target_key]

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .nets.trunk import Trunk, TrunkConfig
+from .probe import normalise_input, probe_loader
 
 log = logging.getLogger(__name__)
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -152,22 +153,14 @@ def _runtime(cfg: LinearEvalConfig):
 
 
 def _loader(cfg: LinearEvalConfig, shards: str, image_size: int, training: bool, rt):
-    """The supervised task's pipeline (labelled images: random resized crop and flip when
-    training, centre crop otherwise) at the probe's image size, through the one place a
-    training config becomes a pipeline."""
-    from ..pipeline.loader import DaliLoader
-    from .config import TrainConfig
-    from .data import pipeline_config
-
-    tcfg = TrainConfig(task="supervised", shards=shards, image_size=image_size, batch_size=cfg.batch_size,
-                       num_threads=cfg.num_threads, seed=cfg.seed, device=cfg.device, precision=cfg.precision)
-    return DaliLoader(pipeline_config(tcfg, rt, training=training, shard_id=0, num_shards=1), rt.device)
+    return probe_loader(shards, rt, image_size=image_size, batch_size=cfg.batch_size, num_threads=cfg.num_threads,
+                        seed=cfg.seed, training=training)
 
 
 @torch.no_grad()
-def extract(trunk: Trunk, images: torch.Tensor, pools: list[int], rt) -> list[torch.Tensor]:
+def extract(trunk: Trunk, images: torch.Tensor, pools: list[int], rt, input_norm: str | None = None) -> list[torch.Tensor]:
     with rt.autocast():
-        feats = trunk.features(images)
+        feats = trunk.features(normalise_input(images, input_norm))
     return pool_features(feats, pools)
 
 
@@ -193,9 +186,10 @@ def linear_eval(backbone: str, cfg: LinearEvalConfig, on_epoch=None) -> dict:
     torch.manual_seed(cfg.seed)
     heads = nn.ModuleList([LinearProbe(d, len(classes)) for d in dims]).to(rt.device)
     t_feat = time.perf_counter()
-    history = _fit(heads, TrainFeatures(trunk, cfg, size, pools, rt), cfg, on_epoch)
+    norm = info.get("input_norm")  # the input statistics the trunk was trained on (probe.py)
+    history = _fit(heads, TrainFeatures(trunk, cfg, size, pools, rt, norm), cfg, on_epoch)
     train_seconds = time.perf_counter() - t_feat
-    hits, n_val = _validate(heads, trunk, cfg, size, pools, rt)
+    hits, n_val = _validate(heads, trunk, cfg, size, pools, rt, norm)
     layers = [{"layer": name, "channels": c, "side": s, "pool": p, "dims": d,
                "top1": hits[1][i] / n_val, "top5": hits[5][i] / n_val,
                "train_loss": history[-1]["train_loss"][name]}
@@ -222,8 +216,8 @@ class TrainFeatures:
     crops (kept in float16: half the memory, standardised before the classifier anyway) and
     shuffled per epoch, or computed afresh from the augmented pipeline."""
 
-    def __init__(self, trunk, cfg: LinearEvalConfig, size: int, pools, rt):
-        self.trunk, self.cfg, self.pools, self.rt = trunk, cfg, pools, rt
+    def __init__(self, trunk, cfg: LinearEvalConfig, size: int, pools, rt, norm: str | None):
+        self.trunk, self.cfg, self.pools, self.rt, self.norm = trunk, cfg, pools, rt, norm
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.cache, self.loader = None, None
         if cfg.cache:
@@ -231,7 +225,7 @@ class TrainFeatures:
             parts, labels = [[] for _ in LAYERS], []
             for batch in self._limited(loader):
                 keep = batch["label"] >= 0
-                for acc, f in zip(parts, extract(trunk, batch["image"], pools, rt), strict=True):
+                for acc, f in zip(parts, extract(trunk, batch["image"], pools, rt, norm), strict=True):
                     acc.append(f[keep].half())
                 labels.append(batch["label"][keep])
             self.cache = ([torch.cat(p) for p in parts], torch.cat(labels))
@@ -256,7 +250,7 @@ class TrainFeatures:
                 yield [f[idx].float() for f in feats], labels[idx]
             return
         for batch in self._limited(self.loader):
-            yield extract(self.trunk, batch["image"], self.pools, self.rt), batch["label"]
+            yield extract(self.trunk, batch["image"], self.pools, self.rt, self.norm), batch["label"]
 
 
 def _fit(heads, batches: "TrainFeatures", cfg: LinearEvalConfig, on_epoch) -> list[dict]:
@@ -294,14 +288,14 @@ def _fit(heads, batches: "TrainFeatures", cfg: LinearEvalConfig, on_epoch) -> li
 
 
 @torch.no_grad()
-def _validate(heads, trunk, cfg: LinearEvalConfig, size: int, pools, rt) -> tuple[dict, int]:
+def _validate(heads, trunk, cfg: LinearEvalConfig, size: int, pools, rt, norm: str | None) -> tuple[dict, int]:
     """Top-1/top-5 hits per layer on every labelled validation sample (centre crops)."""
     heads.eval()
     hits = {k: [0] * len(LAYERS) for k in (1, 5)}
     n_val = 0
     for batch in _loader(cfg, cfg.val_shards, size, False, rt):
         labels = batch["label"]
-        for i, (h, f) in enumerate(zip(heads, extract(trunk, batch["image"], pools, rt), strict=True)):
+        for i, (h, f) in enumerate(zip(heads, extract(trunk, batch["image"], pools, rt, norm), strict=True)):
             for k, v in topk_correct(h(f), labels).items():
                 hits[k][i] += v
         n_val += int((labels >= 0).sum())

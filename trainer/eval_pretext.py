@@ -6,8 +6,9 @@ positions, permutations, masks, holes - stays, seeded, so two evaluations of a c
 the same inputs). The metrics are the task's training logs (`Task.train_step`, under
 torch.no_grad, last phase), averaged over the held-out images:
 
-  artifacts   acc_real, acc_fake (real/damaged), mask_acc, mask_iou (predicted vs true dropped
-              regions), loss_mask, ...
+  artifacts   mask_auc (the mask head's ROC-AUC for dropped vs kept entries of the damaged
+              images, per batch, averaged), acc_real, acc_fake (real/damaged), mask_acc,
+              mask_iou (predicted vs true dropped regions at the 0.5 threshold), loss_mask, ...
   context     acc (8-way position accuracy, chance 1/8), loss
   jigsaw      acc (permutation accuracy, chance 1/count), loss
   inpainting  rec_mse (MSE inside the hole, [-1, 1] units), loss_rec, acc_real / acc_fake of D
@@ -24,7 +25,7 @@ import torch
 from .tasks import get_task
 
 # the one number to read first, per task (and whether higher is better)
-HEADLINE = {"artifacts": ("mask_iou", True), "context": ("acc", True), "jigsaw": ("acc", True),
+HEADLINE = {"artifacts": ("mask_auc", True), "context": ("acc", True), "jigsaw": ("acc", True),
             "inpainting": ("rec_mse", False), "supervised": ("acc", True)}
 
 

@@ -1,7 +1,7 @@
 """Export the trained trunk for transfer, and load it back.
 
-`export_backbone(run_dir, out)` writes {"state_dict": trunk weights, "config": plain dict} that
-`torch.load(out, weights_only=True)` opens; `load_backbone(out)` rebuilds the `Trunk` from it
+`export_backbone(run_dir, out)` writes {"state_dict": trunk weights, "config": plain dict, with the
+input normalisation a probe must apply (probe.py)} that `torch.load(out, weights_only=True)` opens; `load_backbone(out)` rebuilds the `Trunk` from it
 (eval mode), which is what the linear evaluation and fine-tuning start from."""
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ FORMAT = "spotart-trunk-1"
 def export_backbone(run_dir: str, out: str, checkpoint: str | None = None) -> dict:
     path = checkpoint or os.path.join(run_dir, "checkpoints", "last.pt")
     cfg, models, ckpt = load_models(path)
-    trunk = get_task(cfg.task).trunk(models)
+    task = get_task(cfg.task)
+    trunk = task.trunk(models)
     config = {"format": FORMAT, "preset": cfg.preset, "trunk": cfg.trunk.to_dict(), "task": cfg.task,
-              "step": int(ckpt["step"]), "image_size": cfg.image_size, "source": os.path.abspath(path)}
+              "step": int(ckpt["step"]), "image_size": cfg.image_size, "input_norm": task.input_norm(cfg),
+              "source": os.path.abspath(path)}
     payload = {"state_dict": {k: v.detach().clone() for k, v in trunk.state_dict().items()}, "config": config}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp.{os.getpid()}"

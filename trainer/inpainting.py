@@ -87,6 +87,11 @@ class InpaintingTask(Task):
     def enter_phase(self, models, phase):
         return {n: m.requires_grad_(True).train() for n, m in models.items()}
 
+    def model_outputs(self, models, batch, cfg):
+        pred = models["generator"](batch["image"])
+        region = (batch["weight"] > 0).to(pred.dtype)
+        return {"fill": region * pred + (1 - region) * batch["target"]}
+
     def train_step(self, runners, batch, phase, cfg):
         p = cfg.params
         x, target, weight, hole = batch["image"], batch["target"], batch["weight"], batch["mask"]

@@ -39,6 +39,10 @@ class JigsawTask(ClassificationTask):
             raise ValueError(f"jigsaw needs at least 2 permutations (pipeline.count), got {cfg.pipeline.count}")
         cfg.pipeline.geometry(cfg.image_size)
 
+    def input_norm(self, cfg):
+        # trained on tiles standardised one by one: probed on images standardised one by one
+        return "per_image" if cfg.pipeline.tile_norm else None
+
     def build_net(self, cfg):
         p = cfg.params
         return JigsawNet(Trunk(cfg.trunk), cfg.pipeline.count, tile_hidden=p.tile_hidden, hidden=p.hidden, pool=p.pool)

@@ -101,8 +101,9 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
                  cfg.task, cfg.preset, cfg.steps, rt.device, rt.precision, info.world_size, cfg.batch_size,
                  len(loader))
         writer = MetricsWriter(paths.metrics, resume_step=step if resume else None) if info.is_main else None
+        monitor = _monitor(cfg, tr, rt) if info.is_main else None
         try:
-            step, record, signum = _loop(cfg, tr, loader, step, paths, info, rt, stop, writer)
+            step, record, signum = _loop(cfg, tr, loader, step, paths, info, rt, stop, writer, monitor)
             summary = _finish(cfg, tr, step, record, signum, info, writer)
         finally:
             if writer is not None:
@@ -110,7 +111,7 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
         return summary
 
 
-def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer):
+def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer, monitor=None):
     """Steps from `step` to cfg.steps (or a stop signal, or stop_after). -> (step, last record, signal)."""
     phases = tr.task.phases(cfg)
     batches, meter, window = endless(loader), Meter(), Window()
@@ -141,10 +142,16 @@ def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer):
             if writer is not None:
                 writer.write(record)
                 bar.set_postfix(postfix(record), refresh=False)
+        if monitor is not None and (step % cfg.monitor_every == 0 or step == cfg.steps):
+            knn = monitor(tr.task.trunk(tr.models))
+            writer.write({"step": step, "phase": phase.name, **knn})
+            window.pause(knn["knn_seconds"])  # not the training's time
         signum = stop.requested()
         cut = cfg.stop_after and step - start_step >= cfg.stop_after
         if step % cfg.ckpt_every == 0 or step == cfg.steps or signum or cut:
             _save(paths, cfg, tr, loader, step, info, rt)
+            if info.is_main:
+                _picture(paths, cfg, tr, batch, step)
         if signum or cut:
             break
     bar.close()
@@ -201,6 +208,16 @@ def _resume(paths: RunPaths, cfg, tr: Training, loader, info, rt: Runtime) -> in
     return int(ckpt["step"])
 
 
+def _monitor(cfg, tr: Training, rt):
+    """The k-NN monitor of --monitor-shards (rank 0 only; the ranks' weights are identical)."""
+    if not cfg.monitor_shards:
+        return None
+    from .monitor import KnnMonitor
+
+    return KnnMonitor(cfg.monitor_shards, rt, cfg.image_size, k=cfg.monitor_k, max_images=cfg.monitor_images,
+                      input_norm=tr.task.input_norm(cfg), num_threads=cfg.num_threads)
+
+
 def _write_json(path: str, obj: dict):
     with open(path + ".tmp", "w") as f:
         json.dump(obj, f, indent=2)
@@ -249,6 +266,18 @@ def _save(paths: RunPaths, cfg, tr: Training, loader, step: int, info, rt):
                         config=cfg.to_dict(), rank_states=states)
         keep_numbered(paths.last, step, cfg.keep_checkpoints)
         log.info("checkpoint at step %d: %s", step, paths.last)
+
+
+def _picture(paths: RunPaths, cfg, tr: Training, batch: dict, step: int):
+    """RUN/visuals/step_N.png: the last batch and what the networks make of it. A picture that
+    cannot be drawn is a warning, never the end of a run."""
+    from .visuals import save_task_grid
+
+    path = os.path.join(paths.root, "visuals", f"step_{step:08d}.png")
+    try:
+        save_task_grid(tr.task, tr.models, batch, cfg, path)
+    except Exception as err:  # noqa: BLE001 - drawing must not cost the run
+        log.warning("could not draw %s: %s: %s", path, type(err).__name__, err)
 
 
 def _finish(cfg, tr: Training, step, record, signum, info, writer) -> dict:

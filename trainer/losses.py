@@ -45,3 +45,29 @@ def mask_iou(mask_logits: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
     inter = (pred & true).sum().float()
     union = (pred | true).sum().float()
     return torch.where(union > 0, inter / union.clamp(min=1.0), torch.ones_like(union))
+
+
+@torch.no_grad()
+def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+    """ROC-AUC of `scores` for telling `positive` entries from the rest: the probability that a
+    random positive scores above a random negative, ties counting one half (Mann-Whitney U with
+    mid-ranks). Fixed-size device operations only (sort, searchsorted), so it never syncs; NaN
+    when either class is empty."""
+    s, y = scores.detach().float().reshape(-1), positive.reshape(-1).bool()
+    ordered, _ = torch.sort(s)
+    # mid-rank (1-based) of each score: the average position of its group of equal values
+    lo = torch.searchsorted(ordered, s, right=False)
+    hi = torch.searchsorted(ordered, s, right=True)
+    rank = (lo + hi + 1).float() / 2
+    p = y.sum().float()
+    n = y.numel() - p
+    u = (rank * y).sum() - p * (p + 1) / 2
+    return torch.where((p > 0) & (n > 0), u / (p * n).clamp(min=1.0), torch.full_like(u, float("nan")))
+
+
+@torch.no_grad()
+def mask_auc(mask_logits: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """How well the mask head ranks dropped entries above kept ones (1 = perfect, 0.5 = chance):
+    ROC-AUC of -logit (the head's evidence for "dropped") against the true dropped entries. A head
+    that ranks correctly but sits on one side of the 0.5 threshold has IoU 0 and a high AUC."""
+    return roc_auc(-mask_logits, omega < 0.5)

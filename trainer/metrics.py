@@ -56,6 +56,10 @@ class Window:
         self.steps += 1
         self.images += images
 
+    def pause(self, seconds: float):
+        """Leave `seconds` spent on something else (the k-NN monitor) out of the window."""
+        self.t0 += seconds
+
     def read(self, world_size: int = 1) -> dict:
         elapsed = time.perf_counter() - self.t0
         out = {"img_per_s": self.images * world_size / elapsed, "step_ms": 1000 * elapsed / max(self.steps, 1),
@@ -92,7 +96,7 @@ def read_metrics(path: str) -> list[dict]:
 
 def postfix(record: dict) -> dict:
     """The progress bar's short form of a record."""
-    keys = ("loss_disc", "loss_repair", "acc_real", "acc_fake", "mask_iou", "ae_mse", "ae_psnr",
+    keys = ("loss_disc", "loss_repair", "acc_real", "acc_fake", "mask_auc", "knn_top1", "ae_mse", "ae_psnr",
             "loss", "acc", "loss_rec", "loss_gen", "img_per_s", "data_wait_frac", "gpu_mem_gib")
     out = {}
     for k in keys:

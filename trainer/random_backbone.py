@@ -22,7 +22,7 @@ def random_backbone(preset: str = "64px", seed: int = 0) -> dict:
     torch.manual_seed(seed)
     trunk = Trunk(trunk_config(p["trunk"]))
     config = {"format": FORMAT, "preset": preset, "trunk": trunk.config.to_dict(), "task": "random", "step": 0,
-              "image_size": p["image_size"], "source": f"random:{preset}:{seed}"}
+              "image_size": p["image_size"], "input_norm": None, "source": f"random:{preset}:{seed}"}
     return {"state_dict": {k: v.detach().clone() for k, v in trunk.state_dict().items()}, "config": config}
 
 

@@ -55,6 +55,11 @@ class Task:
         """The transferable trunk inside `models`."""
         raise NotImplementedError
 
+    def input_norm(self, cfg) -> str | None:
+        """How a probe must normalise images for this task's trunk (probe.normalise_input): the
+        statistics of the inputs it was trained on. None: [-1, 1] images as they are."""
+        return None
+
     def phases(self, cfg) -> list[Phase]:
         raise NotImplementedError
 
@@ -79,6 +84,11 @@ class Task:
         """Freeze/unfreeze and set train/eval modes for `phase`; return the modules the step runs
         (the loop wraps those with trainable parameters in DDP and, on request, torch.compile)."""
         raise NotImplementedError
+
+    def model_outputs(self, models: dict, batch: dict, cfg) -> dict:
+        """The networks' view of `batch` for the checkpoint pictures (visuals.py), called in eval
+        mode without gradients: e.g. {"pred": class per sample}. {} draws the inputs only."""
+        return {}
 
     def train_step(self, runners: dict, batch: dict, phase: Phase, cfg) -> tuple[dict, dict]:
         """-> ({optimiser name: loss}, {metric name: 0-d tensor}); no backward, no sync."""

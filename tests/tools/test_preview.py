@@ -13,7 +13,7 @@ from PIL import Image
 
 from spotart.pipeline.context import NEIGHBOURS
 from spotart.tools.cli import main
-from spotart.tools.preview import PAD, TEXT_H, render_preview
+from spotart.trainer.visuals import PAD, TEXT_H, render_preview
 
 TOP = PAD + TEXT_H + PAD  # y of the first row of panels
 

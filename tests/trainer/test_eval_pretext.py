@@ -57,9 +57,9 @@ def test_artifacts_run_on_held_out_shards(sample_shards, tmp_path):
                            device="cpu")
     assert out["images"] == 16 and out["phase"] == "artifacts"
     m = out["metrics"]
-    for k in ("acc_real", "acc_fake", "mask_acc", "mask_iou"):
+    for k in ("acc_real", "acc_fake", "mask_acc", "mask_iou", "mask_auc"):
         assert 0.0 <= m[k] <= 1.0
-    assert out["headline"] == {"metric": "mask_iou", "value": m["mask_iou"], "higher_is_better": True}
+    assert out["headline"] == {"metric": "mask_auc", "value": m["mask_auc"], "higher_is_better": True}
 
 
 def test_missing_checkpoint_is_named(tmp_path, sample_shards):

@@ -28,7 +28,7 @@ from spotart.trainer.tasks import get_task
 
 BASE = ["data=synthetic", "progress=false", "log_every=1", "batch_size=8", "device=cpu"]
 LOSS_KEYS = ("ae_mse", "loss_disc", "loss_repair", "loss_cls", "loss_mask", "loss_adv", "rec_mse",
-             "acc_real", "acc_fake", "mask_acc", "mask_iou")
+             "acc_real", "acc_fake", "mask_acc", "mask_iou", "mask_auc")
 
 
 def tiny(*extra):

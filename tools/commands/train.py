@@ -34,7 +34,11 @@ opt = dict(show_default=True)
 @click.option("--synthetic", is_flag=True,
               help="Train on the task's own pipeline over procedural images, no shards (tests, smoke runs).")
 @click.option("--resume", is_flag=True, help="Continue RUN exactly from checkpoints/last.pt.")
-def train(task, preset, shards, run_dir, overrides, steps, batch_size, precision, device, compile_, synthetic, resume):
+@click.option("--monitor-shards", type=click.Path(file_okay=False), default=None,
+              help="A labelled shard set (e.g. a val split): every monitor_every steps (--set, default 500) the "
+                   "trunk's conv5 k-NN top-1 on it (k=20, cosine, DINO/solo-learn style) goes to metrics.jsonl.")
+def train(task, preset, shards, run_dir, overrides, steps, batch_size, precision, device, compile_, synthetic, resume,
+          monitor_shards):
     """Self-supervised training into the run directory RUN (config.json, metrics.jsonl, train.log,
     checkpoints/last.pt). The artifacts task follows Jenni & Favaro (CVPR 2018): phase 1
     pre-trains an autoencoder; phase 2 freezes it, drops encoder features with the pipeline's
@@ -54,7 +58,7 @@ def train(task, preset, shards, run_dir, overrides, steps, batch_size, precision
 
     sets = list(overrides)
     for key, value in (("shards", shards), ("steps", steps), ("batch_size", batch_size), ("precision", precision),
-                       ("device", device)):
+                       ("device", device), ("monitor_shards", monitor_shards)):
         if value is not None:
             sets.append(f"{key}={value}")
     if compile_:
