@@ -1,49 +1,121 @@
-"""The pretext-comparison table (tools/bench/pretext_table.py measures it): rendering as Markdown
-and (re)writing its section of docs/benchmarks.md between fixed markers, so a rerun replaces
-the previous table instead of appending a second one."""
+"""The pretext-comparison table (tools/bench/pretext_table.py measures it): Markdown rendering of
+several seeds per row (mean and sample standard deviation), the geometry table (what each
+trunk sees during pretext training and during the probe), and (re)writing their section of
+docs/benchmarks.md between fixed markers, so a rerun replaces the previous table."""
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 ROWS = ("random", "context", "inpainting", "jigsaw", "artifacts", "supervised")
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 START, END = "<!-- pretext-table:start -->", "<!-- pretext-table:end -->"
+# the pretext figure that says a run learnt its own task, and its chance level
+PRETEXT = {"artifacts": ("mask_auc", lambda cfg: 0.5), "context": ("acc", lambda cfg: 1 / 8),
+           "jigsaw": ("acc", lambda cfg: 1 / cfg["pipeline"]["count"]), "inpainting": ("rec_mse", None),
+           "supervised": ("acc", None)}
 
 
-def table(results: dict, args, info: dict) -> str:
-    layers = ("conv1", "conv2", "conv3", "conv4", "conv5")
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def layer_stats(runs: list[dict], key: str = "top1") -> dict[str, tuple[float, float]]:
+    """Per layer, mean and std over the seeds of one row, in %."""
+    return {layer: mean_std([100 * next(x[key] for x in r["linear"]["layers"] if x["layer"] == layer) for r in runs])
+            for layer in LAYERS}
+
+
+def best_layer(runs: list[dict]) -> tuple[str, float, float]:
+    stats = layer_stats(runs)
+    layer = max(stats, key=lambda k: stats[k][0])
+    return layer, *stats[layer]
+
+
+def _cell(m: float, s: float, bold: bool) -> str:
+    text = f"{m:.1f} ± {s:.1f}"
+    return f"**{text}**" if bold else text
+
+
+def _pretext(task: str, runs: list[dict]) -> str:
+    key, chance = PRETEXT.get(task, (None, None))
+    vals = [r["pretext"][key] for r in runs if r.get("pretext") and key in r["pretext"]]
+    if not vals:
+        return "-"
+    m, s = mean_std(vals)
+    ch = f" (chance {chance(runs[0]['config']):.3g})" if chance else ""
+    return f"{key} {m:.3f} ± {s:.3f}{ch}"
+
+
+def table(results: dict, info: dict) -> str:
+    """`results`: row -> list of per-seed dicts {"seed", "steps", "train_seconds", "linear",
+    "pretext" (held-out metrics or None), "config"}."""
+    seeds = sorted({r["seed"] for runs in results.values() for r in runs})
     lines = [
         "## Pretext tasks compared (linear evaluation per layer)\n",
         f"`python tools/bench/pretext_table.py {info['command']}`\n",
-        *([f"{args.note}\n"] if getattr(args, "note", "") else []),
+        *([f"{info['note']}\n"] if info.get("note") else []),
         f"- machine: {info['machine']}",
-        f"- budget: {args.budget_minutes:g} min of training per task (wall clock, after a calibration run "
-        f"that is not counted); preset `{args.preset}`, {info['image_size']} px",
+        f"- budget: {info['budget']}; preset `{info['preset']}`",
         f"- data: tiny-imagenet-a, train {info['train_images']} images, val {info['val_images']} images, "
-        f"{info['classes']} classes ({'all images' if not args.per_class else f'{args.per_class} per class'})",
-        f"- linear protocol: frozen trunk, features pooled to ~{args.dims} dims per layer, "
-        f"{args.eval_epochs} epoch(s), {'cached centre-crop features' if args.cache_features else 'features recomputed each epoch with augmentation'}; "
-        f"chance top-1 {100 / info['classes']:.1f}%",
+        f"{info['classes']} classes",
+        f"- linear protocol: frozen trunk, features pooled to ~{info['dims']} dims per layer, "
+        f"{info['eval_epochs']} epoch(s), {info['features']}; chance top-1 {100 / info['classes']:.1f}%",
+        f"- seeds: {', '.join(map(str, seeds))} (training and probe); cells are mean ± sample std over seeds",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
         "Top-1 accuracy (%) on the val split:\n",
-        "| task | steps | train min | " + " | ".join(layers) + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in layers) + " |",
+        "| task | steps | train min | " + " | ".join(LAYERS) + " | best layer | vs random best | pretext (held-out) |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in LAYERS) + " | --- | --- | --- |",
     ]
+    floor = best_layer(results["random"])[1] if results.get("random") else None
     for name in ROWS:
-        r = results.get(name)
-        if r is None:
+        runs = results.get(name)
+        if not runs:
             continue
-        acc = {l["layer"]: l["top1"] for l in r["linear"]["layers"]}
-        best = max(acc.values())
-        cells = [(f"**{100 * acc[k]:.1f}**" if acc[k] == best else f"{100 * acc[k]:.1f}") for k in layers]
-        lines.append(f"| {name} | {r['steps']} | {r['train_seconds'] / 60:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", "Top-5 accuracy (%):", "", "| task | " + " | ".join(layers) + " |",
-              "| --- | " + " | ".join("---" for _ in layers) + " |"]
+        stats = layer_stats(runs)
+        top = max(m for m, _ in stats.values())
+        cells = [_cell(m, s, m == top) for m, s in stats.values()]
+        layer, m, s = best_layer(runs)
+        gain = f"{m - floor:+.1f}" if floor is not None and name != "random" else "-"
+        steps = "/".join(sorted({str(r["steps"]) for r in runs}))
+        minutes = statistics.mean(r["train_seconds"] for r in runs) / 60
+        lines.append(f"| {name} | {steps} | {minutes:.1f} | " + " | ".join(cells)
+                     + f" | {layer} | {gain} | {_pretext(name, runs)} |")
+    lines += ["", "Top-5 accuracy (%):", "", "| task | " + " | ".join(LAYERS) + " |",
+              "| --- | " + " | ".join("---" for _ in LAYERS) + " |"]
     for name in ROWS:
-        if name in results:
-            acc = {l["layer"]: l["top5"] for l in results[name]["linear"]["layers"]}
-            lines.append(f"| {name} | " + " | ".join(f"{100 * acc[k]:.1f}" for k in layers) + " |")
+        if results.get(name):
+            stats = layer_stats(results[name], "top5")
+            lines.append(f"| {name} | " + " | ".join(f"{m:.1f} ± {s:.1f}" for m, s in stats.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def geometry_row(task: str, preset: str, overrides=()) -> dict:
+    """What the trunk of `task` sees at `preset`: its pretext input and the probe's (the
+    backbone's own image size), with conv1..conv5 sides for each."""
+    from ..trainer.config import build_config
+    from ..trainer.tasks import get_task
+
+    cfg = build_config(task, preset, ["data=synthetic", *overrides])
+    t = get_task(task)
+    size = t.pretext_input_size(cfg)
+    return {"task": task, "preset": preset, "input": size,
+            "pretext_sides": [cfg.trunk.side(size, k) for k in range(1, 6)], "probe_size": cfg.image_size,
+            "probe_sides": [cfg.trunk.side(cfg.image_size, k) for k in range(1, 6)], "input_norm": t.input_norm(cfg)}
+
+
+def geometry_table(rows: list[dict]) -> str:
+    """rows: {"task", "preset", "input", "pretext_sides", "probe_size", "probe_sides", "input_norm"}."""
+    lines = ["| preset | task | pretext input (px) | conv1..conv5 side in pretext | probe input (px) | "
+             "conv1..conv5 side in the probe | probe input statistics |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['preset']} | {r['task']} | {r['input']} | {' / '.join(map(str, r['pretext_sides']))} | "
+                     f"{r['probe_size']} | {' / '.join(map(str, r['probe_sides']))} | "
+                     f"{r['input_norm'] or '[-1, 1]'} |")
     return "\n".join(lines) + "\n"
 
 

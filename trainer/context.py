@@ -35,6 +35,9 @@ class ContextTask(ClassificationTask):
     def validate(self, cfg):
         cfg.pipeline.geometry(cfg.image_size)  # too small an image: say so now
 
+    def pretext_input_size(self, cfg):
+        return cfg.pipeline.geometry(cfg.image_size).patch
+
     def build_net(self, cfg):
         return PairNet(Trunk(cfg.trunk), hidden=cfg.params.hidden, pool=cfg.params.pool)
 

@@ -39,6 +39,9 @@ class JigsawTask(ClassificationTask):
             raise ValueError(f"jigsaw needs at least 2 permutations (pipeline.count), got {cfg.pipeline.count}")
         cfg.pipeline.geometry(cfg.image_size)
 
+    def pretext_input_size(self, cfg):
+        return cfg.pipeline.geometry(cfg.image_size).tile
+
     def input_norm(self, cfg):
         # trained on tiles standardised one by one: probed on images standardised one by one
         return "per_image" if cfg.pipeline.tile_norm else None

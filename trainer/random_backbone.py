@@ -14,15 +14,16 @@ from .export import FORMAT
 from .nets.trunk import Trunk, trunk_config
 
 
-def random_backbone(preset: str = "64px", seed: int = 0) -> dict:
-    """{"state_dict", "config"} of a freshly initialised trunk of `preset`."""
+def random_backbone(preset: str = "64px", seed: int = 0, trunk=None, image_size: int | None = None) -> dict:
+    """{"state_dict", "config"} of a freshly initialised trunk of `preset` (or of the given
+    `trunk` config and image size, e.g. a preset with --set overrides)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} for a random backbone; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
     torch.manual_seed(seed)
-    trunk = Trunk(trunk_config(p["trunk"]))
+    trunk = Trunk(trunk_config(trunk if trunk is not None else p["trunk"]))
     config = {"format": FORMAT, "preset": preset, "trunk": trunk.config.to_dict(), "task": "random", "step": 0,
-              "image_size": p["image_size"], "input_norm": None, "source": f"random:{preset}:{seed}"}
+              "image_size": image_size or p["image_size"], "input_norm": None, "source": f"random:{preset}:{seed}"}
     return {"state_dict": {k: v.detach().clone() for k, v in trunk.state_dict().items()}, "config": config}
 
 
@@ -39,8 +40,9 @@ def parse_random_spec(spec: str) -> tuple[str, int] | None:
     return preset, seed
 
 
-def export_random_backbone(out: str, preset: str = "64px", seed: int = 0) -> dict:
-    payload = random_backbone(preset, seed)
+def export_random_backbone(out: str, preset: str = "64px", seed: int = 0, trunk=None,
+                           image_size: int | None = None) -> dict:
+    payload = random_backbone(preset, seed, trunk, image_size)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = f"{out}.tmp.{os.getpid()}"
     torch.save(payload, tmp)

@@ -55,6 +55,10 @@ class Task:
         """The transferable trunk inside `models`."""
         raise NotImplementedError
 
+    def pretext_input_size(self, cfg) -> int:
+        """Side of what the trunk sees during pretext training (a patch, a tile, the image)."""
+        return cfg.image_size
+
     def input_norm(self, cfg) -> str | None:
         """How a probe must normalise images for this task's trunk (probe.normalise_input): the
         statistics of the inputs it was trained on. None: [-1, 1] images as they are."""

@@ -123,26 +123,40 @@ def test_mismatched_splits_and_missing_shards_are_named(colour_shards, sample_sh
         linear_eval("random:tiny", cfg)
 
 
-def test_pretext_table_section_is_replaced_not_duplicated(tmp_path):
-    from types import SimpleNamespace
-
+def test_pretext_table_reports_seeds_spread_and_the_floor(tmp_path):
     from spotart.tools import comparison as bench
 
-    def lin(top1):
-        return {"layers": [{"layer": f"conv{i + 1}", "top1": t, "top5": min(1.0, 2 * t)} for i, t in enumerate(top1)]}
+    def run(seed, top1, pretext=None, count=None):
+        return {"seed": seed, "steps": 9 if pretext else 0, "train_seconds": 60.0 if pretext else 0.0,
+                "pretext": pretext, "config": {"pipeline": {"count": count}} if count else None,
+                "linear": {"layers": [{"layer": f"conv{i + 1}", "top1": t, "top5": min(1.0, 2 * t)}
+                                      for i, t in enumerate(top1)]}}
 
-    results = {"supervised": {"steps": 9, "train_seconds": 60.0, "linear": lin([0.1, 0.2, 0.3, 0.5, 0.4])},
-               "random": {"steps": 0, "train_seconds": 0.0, "linear": lin([0.05, 0.04, 0.03, 0.02, 0.01])}}
-    args = SimpleNamespace(budget_minutes=1.0, preset="tiny", per_class=3, dims=512, eval_epochs=1, cache_features=True)
-    info = {"machine": "test", "command": "--preset tiny", "image_size": 32, "classes": 10, "train_images": 30, "val_images": 20}
-    text = bench.table(results, args, info)
-    rows = [ln for ln in text.splitlines() if ln.startswith("| random") or ln.startswith("| supervised")]
-    assert rows[0].startswith("| random | 0 |") and rows[1].startswith("| supervised | 9 | 1.00 |")  # fixed order
-    assert "**50.0**" in rows[1] and "**5.0**" in rows[0]  # each row's best layer in bold
+    results = {"supervised": [run(0, [0.1, 0.2, 0.3, 0.5, 0.4], {"acc": 0.9}), run(1, [0.1, 0.2, 0.3, 0.3, 0.4], {"acc": 0.8})],
+               "jigsaw": [run(0, [0.1, 0.15, 0.1, 0.1, 0.1], {"acc": 0.5}, 100), run(1, [0.1, 0.17, 0.1, 0.1, 0.1], {"acc": 0.3}, 100)],
+               "random": [run(0, [0.05, 0.04, 0.03, 0.02, 0.01]), run(1, [0.07, 0.04, 0.03, 0.02, 0.01])]}
+    info = {"machine": "test", "command": "--preset tiny", "preset": "tiny", "budget": "b", "classes": 10,
+            "train_images": 30, "val_images": 20, "dims": 512, "eval_epochs": 1, "features": "f"}
+    text = bench.table(results, info)
+    rows = {ln.split(" | ")[0][2:]: ln for ln in text.splitlines()
+            if ln.startswith("| ") and " | conv" in ln and not ln.startswith("| task")}
+    assert list(rows) == ["random", "jigsaw", "supervised"]  # fixed order
+    assert "**6.0 ± 1.4**" in rows["random"]  # mean ± sample std of 5 and 7, best layer in bold
+    assert "**40.0 ± 14.1**" in rows["supervised"] and "| conv4 | +34.0 |" in rows["supervised"]
+    assert "| conv2 | +10.0 |" in rows["jigsaw"] and "acc 0.400 ± 0.141 (chance 0.01)" in rows["jigsaw"]
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nother section\n")
     bench.write_section(str(doc), text)
-    bench.write_section(str(doc), text.replace("50.0", "60.0"))
+    bench.write_section(str(doc), text.replace("40.0 ± 14.1", "60.0 ± 1.0"))
     out = doc.read_text()
     assert out.startswith("# Benchmarks\n\nother section\n") and out.count(bench.START) == 1
-    assert "**60.0**" in out and "**50.0**" not in out
+    assert "**60.0 ± 1.0**" in out and "40.0 ± 14.1" not in out
+
+
+def test_geometry_rows_say_what_each_trunk_sees():
+    from spotart.tools.comparison import geometry_row
+
+    ctx = geometry_row("context", "64px")
+    assert ctx["input"] == 15 and ctx["pretext_sides"] == [4, 2, 1, 1, 1] and ctx["probe_sides"][-1] == 4
+    jig = geometry_row("jigsaw", "64px")
+    assert jig["input"] == 18 and jig["input_norm"] == "per_image"
