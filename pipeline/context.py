@@ -29,6 +29,13 @@ Shortcut countermeasures, each switchable:
     by B = I - a^T a / (a a^T), a = [-1, 2, -1], removing the green-magenta axis along which
     aberration shows. Applied before colour dropping when both are on.
 cfg.training switches nothing off: a held-out split measures pretext accuracy on the same task.
+
+How it runs: the draws, slices and pixelation are DALI operators on either backend. Projection
+and colour dropping are DALI operators on the GPU (`_colour_ops`) and one numba function for
+both patches on DALI's CPU backend (`_colour_cpu`), where each of the ~12 operators per patch
+cost ~2 us per sample and DALI's normal generator ~35 ns per value: together they made the
+context pipeline no faster than PIL on two cores. Both implement the contract above
+(tests/pipeline/test_context.py runs its colour tests on both).
 """
 
 from __future__ import annotations
@@ -109,10 +116,6 @@ class ContextGeometry:
     pixelate_max: int
 
 
-def _on_device(node, cfg):
-    return node.gpu() if cfg.device == "gpu" else node
-
-
 def pixelation_sides(p: ContextParams, geo: ContextGeometry) -> tuple[list[float], list[float]]:
     """(sides, probabilities) of the downsampled side: P (no pixelation) with 1 - pixelate_prob,
     each side in [pixelate_min, pixelate_max] with pixelate_prob / (their count)."""
@@ -134,24 +137,27 @@ def _pixelate(patch, p: ContextParams, geo: ContextGeometry, cfg):
     return fn.resize(small, size=[geo.patch, geo.patch], dtype=types.FLOAT, device=cfg.device)
 
 
-def _colour_gpu(patch, p: ContextParams, geo: ContextGeometry, cfg):
-    """Projection and/or colour dropping as DALI operators (the GPU branch: one kernel per
-    operator for the whole batch, and cuRAND makes the noise cheap)."""
+def _colour_ops(patch, p: ContextParams, geo: ContextGeometry, device: str):
+    """Projection and/or colour dropping as DALI operators (the GPU's branch: one kernel per
+    operator for the whole batch, and cuRAND makes the noise cheap). Runs on either backend."""
     P = geo.patch
-    x = fn.normalize(patch, mean=HALF_RANGE, stddev=HALF_RANGE, device=cfg.device)  # HWC, [-1, 1]
+    x = fn.normalize(patch, mean=HALF_RANGE, stddev=HALF_RANGE, device=device)  # HWC, [-1, 1]
     if p.projection:
-        x = fn.coord_transform(x, M=projection_matrix().astype(np.float32).ravel().tolist(),
-                               device=cfg.device)
+        x = fn.coord_transform(x, M=projection_matrix().astype(np.float32).ravel().tolist(), device=device)
     if p.color_drop:
         keep = fn.random.choice(3)
-        onehot = _on_device(types.Constant(np.eye(3, dtype=np.float32).reshape(3, 1, 1, 3), device="cpu")[keep], cfg)
-        mean = fn.reductions.mean(x, axes=[0, 1], device=cfg.device)
-        std = fn.reductions.std_dev(x, mean, axes=[0, 1], device=cfg.device)
-        # unit noise scaled on the device: the kept channel's std never has to come back to the
-        # CPU as an argument
-        noise = fn.random.normal(shape=[P, P, 3], device=cfg.device) * (p.noise_ratio * std[keep])
+        eye = types.Constant(np.eye(3, dtype=np.float32), device="cpu")[keep]   # (3,): the kept channel
+        onehot = fn.reshape(eye, shape=[1, 1, 3])
+        if device == "gpu":
+            eye, onehot = eye.gpu(), onehot.gpu()
+        mean = fn.reductions.mean(x, axes=[0, 1], device=device)
+        std = fn.reductions.std_dev(x, mean, axes=[0, 1], device=device)
+        # the kept channel's std picked by a dot product, not an index: it stays on the device
+        # and never has to come back to the CPU as an argument
+        kept_std = fn.reductions.sum(std * eye, device=device)
+        noise = fn.random.normal(shape=[P, P, 3], device=device) * (p.noise_ratio * kept_std)
         x = x * onehot + noise * (1.0 - onehot)
-    return to_chw(x, cfg, mean=0.0, std=1.0)
+    return x
 
 
 @numba.njit(cache=True)  # compiled once per machine, not at every pipeline build
@@ -233,7 +239,9 @@ def _colour_cpu(patch1, patch2, p: ContextParams, geo: ContextGeometry, cfg):
     return outs
 
 
-def generate(images, cfg) -> dict:
+def generate(images, cfg, colour: str | None = None) -> dict:
+    """`colour`: "numba" (CPU backend; the default there) or "ops" (DALI operators, any backend;
+    the GPU's default) for projection and colour dropping."""
     p: ContextParams = cfg.params
     geo = p.geometry(cfg.image_size)
     step = geo.patch + geo.gap
@@ -255,10 +263,13 @@ def generate(images, cfg) -> dict:
         if p.pixelate_prob > 0:
             patch = _pixelate(patch, p, geo, cfg)
         patches.append(patch)
+    colour = colour or ("numba" if cfg.device == "cpu" else "ops")
     if not (p.projection or p.color_drop):
         patch1, patch2 = (to_chw(x, cfg) for x in patches)
-    elif cfg.device == "cpu":
+    elif colour == "numba":
+        if cfg.device != "cpu":
+            raise ValueError("the numba colour step runs on DALI's CPU backend only")
         patch1, patch2 = _colour_cpu(*patches, p, geo, cfg)
     else:
-        patch1, patch2 = (_colour_gpu(x, p, geo, cfg) for x in patches)
+        patch1, patch2 = (to_chw(_colour_ops(x, p, geo, cfg.device), cfg, mean=0.0, std=1.0) for x in patches)
     return {"patch1": patch1, "patch2": patch2, "position": fn.cast(label, dtype=types.INT64)}
