@@ -32,9 +32,9 @@ tiles for the same draws (tests/pipeline/test_jigsaw.py):
     one `multi_paste`. DALI 2.4's numba GPU operator refuses CUDA 13 toolkits ("Unsupported CUDA
     toolkit version: (13, 0)": its table of minimal numba versions knows CUDA 11 and 12 only),
     so the CUDA 13 build cannot run a numba kernel.
-The random draws and the normalisation are plain DALI operators, drawn in the same order on
-both backends. cfg.training switches nothing off: a held-out split measures pretext accuracy
-on the same task.
+The random draws (seeded from the pipeline's seed, `ops.op_seeds`, so both gathers see the same
+puzzles) and the normalisation are plain DALI operators. cfg.training switches nothing off: a
+held-out split measures pretext accuracy on the same task.
 """
 
 from __future__ import annotations

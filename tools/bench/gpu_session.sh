@@ -2,7 +2,7 @@
 # Issue 13's GPU checks and figures in ONE device call, ~8.5 min on an H100 once DALI is there:
 # GPU tests of every task (pipelines, training fed by the GPU loader, eval pretext/linear, DDP
 # over NCCL with one rank); pipeline img/s per task at 64 and 224 px against a 16-worker
-# DataLoader+PIL; decode-only img/s of the mixed decoder (hw_decoder_load 0 and the default);
+# DataLoader+PIL; decode-only img/s of the mixed decoder (hw_decoder_load 0, the default 0.65, 1);
 # phase-2 artifacts step img/s at 64px and alexnet (bf16, channels_last, eager and compiled,
 # DALI-fed vs replayed batches: data wait, GPU memory); a profile report at each preset; issue
 # 14's build_scaling.sh when present. Each section is time-boxed and the run stops starting
@@ -153,7 +153,7 @@ fi
 gpu_tests=(tests/trainer/test_gpu.py tests/trainer/test_gpu_tasks.py tests/pipeline/test_gpu_pipelines.py
            tests/pipeline/test_jigsaw.py)
 xdist=(); "$PY" -c "import xdist" 2>/dev/null && [ "$QUICK" = 0 ] && xdist=(-n 4)
-modes=(mixed:0 mixed:0.65 cpu); [ "$DEVICE" = cpu ] && modes=(cpu)
+modes=(mixed:0 mixed:0.65 mixed:1 cpu); [ "$DEVICE" = cpu ] && modes=(cpu)
 tasks=(artifacts inpainting context jigsaw images)
 
 for s in $SECTIONS; do
@@ -196,6 +196,7 @@ cp "$WORK/up224/upscale.json" "$RES/upscale224.json"; cp "$WORK/up224plain/upsca
 status_json=$(for k in "${!STATUS[@]}"; do printf '%s\t%s\t%s\n' "$k" "${STATUS[$k]}" "${SECONDS_USED[$k]:-0}"; done |
   "$PY" -c "import json, sys; print(json.dumps({l.split('\t')[0]: {'status': l.split('\t')[1], 'seconds': int(l.split('\t')[2])} for l in sys.stdin.read().splitlines() if l}))")
 "$PY" tools/bench/gpu_summary.py --results "$RES" --sections "$status_json" --device "$DEVICE" \
+  ${PUBLISHED_IMG_S:+--published-img-s "$PUBLISHED_IMG_S"} \
   --elapsed $(( $(date +%s) - T0 )) --out "$OUT/summary.json" | tee -a "$RES/session.log"
 cp "$RES/session.log" "$OUT/session.log"
 tar -czf "$OUT/results.tar.gz" -C "$WORK" results

@@ -66,10 +66,12 @@ def targets(s, published):
         out["data_wait_under_5pct"] = waits
     dec = s["decode_224"]
     if dec:
-        mixed = [(v["img_s"], m) for m, v in dec["median"].items() if m.startswith("mixed")]
+        # the published figure is the hardware decoder's alone: compare hw_decoder_load 1 when run
+        mixed = {m: v["img_s"] for m, v in dec["median"].items() if m.startswith("mixed")}
         if mixed:
-            best = max(mixed)
-            out["decode"] = {"best_mode": best[1], "img_s": round(best[0]),
+            mode = "mixed:1" if "mixed:1" in mixed else max(mixed, key=mixed.get)
+            best = (mixed[mode], mode)
+            out["decode"] = {"mode": best[1], "img_s": round(best[0]),
                              "published_img_s": published,
                              "fraction_of_published": round(best[0] / published, 3) if published else None,
                              "met": best[0] >= 0.6 * published if published else None}
