@@ -13,7 +13,7 @@
 #  0. Here, no device time. In the checkout the device tool sends (the session's own, e.g. /work/main,
 #     with this branch merged):
 #       tools/device/device-dali.sh prepare ../shared/datasets/tiny-imagenet-a/train-00.tar.gz \
-#                                           ../shared/datasets/tiny-imagenet-a/val.tar.gz      # ~8 min
+#                                           ../shared/datasets/tiny-imagenet-a/val.tar.gz      # ~4-8 min
 #       DEVICE=cpu QUICK=1 bash tools/bench/gpu_session.sh                                      # smoke, ~6 min
 #     -> .devwheels/p0 .. p3 (4 parts of <= 60 MiB: DALI + libraries xz'd, small wheels, the data).
 #  1. run carry [".devwheels/p0"] timeout_s 120 command "bash tools/bench/gpu_session.sh prep"
