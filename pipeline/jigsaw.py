@@ -23,10 +23,18 @@ Shortcut countermeasures (paper section 3.1), each switchable:
   - per-tile normalisation (`tile_norm`): each tile to zero mean / unit std over its channels
     and pixels, so brightness and contrast do not match across tile edges; off: [-1, 1].
 
-The 9 jittered tiles are gathered in permuted order by one numba kernel through DALI's numba
-operator (CPU function, or a CUDA kernel with the same per-pixel code on device="gpu"); the
-random draws and the normalisation are plain DALI operators. cfg.training switches nothing
-off: a held-out split measures pretext accuracy on the same task.
+How the 27 (tile, channel) reads are gathered depends on the backend; both give the same
+tiles for the same draws (tests/pipeline/test_jigsaw.py):
+  - CPU: one numba function through DALI's numba operator, greyscale folded in (BT.601 luma of
+    each read pixel): DALI's CPU `hsv` alone cost ~110 us per 64 px image, twice the rest.
+  - GPU: DALI operators only: `hsv` for greyscale, the image padded by J with its edge pixels
+    (`warp_affine` without fill value), laid out plane by plane, and the 27 regions copied by
+    one `multi_paste`. DALI 2.4's numba GPU operator refuses CUDA 13 toolkits ("Unsupported CUDA
+    toolkit version: (13, 0)": its table of minimal numba versions knows CUDA 11 and 12 only),
+    so the CUDA 13 build cannot run a numba kernel.
+The random draws (seeded from the pipeline's seed, `ops.op_seeds`, so both gathers see the same
+puzzles) and the normalisation are plain DALI operators. cfg.training switches nothing off: a
+held-out split measures pretext accuracy on the same task.
 """
 
 from __future__ import annotations
@@ -36,16 +44,14 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import cuda
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 
-from .ops import HALF_RANGE, out_dtype, randint
+from .ops import HALF_RANGE, op_seeds, out_dtype, randint
 from .permutations import CRITERIA, default_permutations, load_permutations
 
 TILES = 9          # 3x3 grid
 GRID = 3
-THREADS = 256      # CUDA threads per block for the gather kernel
 
 
 @dataclass(frozen=True)
@@ -116,23 +122,29 @@ class JigsawGeometry:
     origin: int
 
 
-def _tile_pixel(img, perm, offsets, jitter, i, c, y, x, cell, origin):
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601: saturation 0 in DALI's hsv (YIQ) keeps Y
+
+
+@numba.njit(inline="always")
+def _tile_pixel(img, perm, offsets, jitter, grey, i, c, y, x, cell, origin):
     # output tile i is cut from cell k = perm[i]; offsets[k] is the tile's top-left inside the
-    # cell (the gap), jitter[k, c] the shift of channel c (chromatic aberration countermeasure)
+    # cell (the gap), jitter[k, c] the shift of channel c (chromatic aberration countermeasure);
+    # a grey image is read as the luma of each (shifted) pixel
     k = perm[i]
     row = origin + (k // GRID) * cell + offsets[k, 0] + jitter[k, c, 0] + y
     col = origin + (k % GRID) * cell + offsets[k, 1] + jitter[k, c, 1] + x
     row = min(max(row, 0), img.shape[0] - 1)
     col = min(max(col, 0), img.shape[1] - 1)
+    if grey:
+        v = LUMA[0] * img[row, col, 0] + LUMA[1] * img[row, col, 1] + LUMA[2] * img[row, col, 2]
+        return np.uint8(min(v + 0.5, 255.0))
     return img[row, col, c]
 
 
-_tile_pixel_cpu = numba.njit(inline="always")(_tile_pixel)
+def _gather_cpu(images, perm, offsets, jitter, grey, geo: JigsawGeometry):
+    """The 9 tiles (9, 3, T, T) uint8 by one numba function per sample (DALI's CPU backend)."""
+    from nvidia.dali.plugin.numba.fn.experimental import numba_function
 
-
-def _gather_kernel(geo: JigsawGeometry, device: str):
-    """(run_fn, setup_fn, launch kwargs) for DALI's numba operator; `run_fn(out, img, perm,
-    offsets, jitter)` writes out[9, 3, T, T] (uint8). Geometry is baked in as constants."""
     T, cell, origin = geo.tile, geo.cell, geo.origin
 
     def setup(outs, ins):
@@ -142,67 +154,89 @@ def _gather_kernel(geo: JigsawGeometry, device: str):
             outs[0][s][2] = T
             outs[0][s][3] = T
 
-    if device == "cpu":
-        pixel = _tile_pixel_cpu
+    def run(out, img, perm, offsets, jitter, grey):
+        for i in range(TILES):
+            for c in range(3):
+                for y in range(T):
+                    for x in range(T):
+                        out[i, c, y, x] = _tile_pixel(img, perm, offsets, jitter, grey[0], i, c, y, x, cell, origin)
 
-        def run(out, img, perm, offsets, jitter):
-            for i in range(TILES):
-                for c in range(3):
-                    for y in range(T):
-                        for x in range(T):
-                            out[i, c, y, x] = pixel(img, perm, offsets, jitter, i, c, y, x, cell, origin)
-
-        return run, setup, {}
-
-    pixel = cuda.jit(device=True)(_tile_pixel)
-    total = TILES * 3 * T * T
-
-    def run_gpu(out, img, perm, offsets, jitter):
-        e = cuda.grid(1)  # one thread per output element, launched once per sample
-        if e < total:
-            x = e % T
-            r = e // T
-            y = r % T
-            r = r // T
-            c = r % 3
-            i = r // 3
-            out[i, c, y, x] = pixel(img, perm, offsets, jitter, i, c, y, x, cell, origin)
-
-    launch = {"blocks": [(total + THREADS - 1) // THREADS, 1, 1], "threads_per_block": [THREADS, 1, 1]}
-    return run_gpu, setup, launch
+    return numba_function(
+        images, perm, offsets, jitter, grey, run_fn=run, setup_fn=setup,
+        out_types=[types.UINT8], in_types=[types.UINT8, types.INT32, types.INT32, types.INT32, types.INT32],
+        outs_ndim=[4], ins_ndim=[3, 1, 2, 3, 1], device="cpu")
 
 
-def generate(images, cfg) -> dict:
-    # imported here: only pipelines that run the jigsaw task pay for the numba plugin's import
-    from nvidia.dali.plugin.numba.fn.experimental import numba_function
+def paste_anchors(perms: np.ndarray, geo: JigsawGeometry) -> tuple[np.ndarray, np.ndarray]:
+    """For the 27 (cell k, channel c) regions in that order, k-major: (in_base [9, 3, 2], the
+    region's top-left in the padded planar image before the gap offset and the jitter;
+    out [count, 27, 2], its top-left in the (27 T, T) output for each permutation, i.e. at
+    output tile inv[k] = the position of cell k in the permutation)."""
+    T, J, cell, origin = geo.tile, geo.jitter, geo.cell, geo.origin
+    side = geo.size + 2 * J
+    k, c = np.meshgrid(np.arange(TILES), np.arange(3), indexing="ij")
+    in_base = np.stack([c * side + J + origin + (k // GRID) * cell, J + origin + (k % GRID) * cell], -1)
+    inv = np.argsort(perms, axis=1)                                   # [count, 9]: cell -> output tile
+    rows = (inv[:, :, None] * 3 + c[None]) * T                        # [count, 9, 3]
+    out = np.stack([rows, np.zeros_like(rows)], -1).reshape(len(perms), TILES * 3, 2)
+    return in_base.astype(np.int32), out.astype(np.int32)
 
+
+def _gather_paste(images, label, perms, offsets, jitter, geo: JigsawGeometry, device: str):
+    """The 9 tiles (9, 3, T, T) uint8 by DALI operators (any backend; the GPU's): each channel
+    of each tile is one region of a single multi_paste over the padded image laid out plane by
+    plane, (3 (S + 2J), S + 2J, 1)."""
+    T, J = geo.tile, geo.jitter
+    side = geo.size + 2 * J
+    if J > 0:
+        # reads up to J px past the border repeat the edge pixel: without fill_value, warp_affine
+        # clamps its source coordinates (nearest neighbour, integer shift: exact)
+        images = fn.warp_affine(images, matrix=[1.0, 0.0, -J, 0.0, 1.0, -J], size=[side, side],
+                                interp_type=types.INTERP_NN, device=device)
+    planes = fn.reshape(fn.transpose(images, perm=[2, 0, 1], device=device), shape=[3 * side, side, 1],
+                        layout="HWC", device=device)
+    in_base, out = paste_anchors(perms, geo)
+    anchors = types.Constant(in_base, device="cpu") + fn.reshape(offsets, shape=[TILES, 1, 2]) + jitter
+    tiles = fn.multi_paste(*([planes] * (TILES * 3)), device=device, output_size=[TILES * 3 * T, T],
+                           in_anchors=fn.reshape(anchors, shape=[TILES * 3, 2]),
+                           out_anchors=types.Constant(out, device="cpu")[label],
+                           shapes=types.Constant(np.full((TILES * 3, 2), T, np.int32), device="cpu"))
+    return fn.reshape(tiles, shape=[TILES, 3, T, T], device=device)
+
+
+def generate(images, cfg, gather: str | None = None) -> dict:
+    """`gather`: "numba" or "paste" (tests); default: numba on the CPU backend, paste on GPU."""
     p: JigsawParams = cfg.params
     geo = p.geometry(cfg.image_size)
     perms = p.load_set().astype(np.int32)
+    gather = gather or ("numba" if cfg.device == "cpu" else "paste")
+    if gather == "numba" and cfg.device != "cpu":
+        raise ValueError("the numba gather runs on DALI's CPU backend only")
 
-    label = fn.random.choice(p.count)
-    perm = types.Constant(perms, device="cpu")[label]
+    # the random draws, seeded alike on every path and backend (ops.op_seeds)
+    seeds = op_seeds(4, salt=0x116)
+    label = fn.random.choice(p.count, **seeds[0])
     slack = geo.cell - geo.tile
     if p.random_gap:
-        offsets = randint(0, slack, [TILES, 2])
+        offsets = randint(0, slack, [TILES, 2], **seeds[1])
     else:
         offsets = types.Constant(np.full((TILES, 2), slack // 2, np.int32), device="cpu")
     if geo.jitter > 0:
-        jitter = randint(-geo.jitter, geo.jitter, [TILES, 3, 2])
+        jitter = randint(-geo.jitter, geo.jitter, [TILES, 3, 2], **seeds[2])
     else:
         jitter = types.Constant(np.zeros((TILES, 3, 2), np.int32), device="cpu")
-
+    grey = None
     if p.grey_prob > 0:
-        grey = fn.random.coin_flip(probability=p.grey_prob)
-        images = fn.hsv(images, saturation=fn.cast(1 - grey, dtype=types.FLOAT), device=cfg.device)
+        grey = fn.random.coin_flip(probability=p.grey_prob, dtype=types.INT32, shape=[1], **seeds[3])
 
-    run, setup, launch = _gather_kernel(geo, cfg.device)
-    if cfg.device == "gpu":  # the kernel's inputs all live on the device
-        perm, offsets, jitter = perm.gpu(), offsets.gpu(), jitter.gpu()
-    tiles = numba_function(
-        images, perm, offsets, jitter, run_fn=run, setup_fn=setup,
-        out_types=[types.UINT8], in_types=[types.UINT8, types.INT32, types.INT32, types.INT32],
-        outs_ndim=[4], ins_ndim=[3, 1, 2, 3], device=cfg.device, **launch)
+    if gather == "numba":
+        perm = types.Constant(perms, device="cpu")[label]
+        no_grey = types.Constant(np.zeros(1, np.int32), device="cpu")
+        tiles = _gather_cpu(images, perm, offsets, jitter, no_grey if grey is None else grey, geo)
+    else:
+        if grey is not None:
+            images = fn.hsv(images, saturation=fn.cast(1 - grey[0], dtype=types.FLOAT), device=cfg.device)
+        tiles = _gather_paste(images, label, perms, offsets, jitter, geo, cfg.device)
 
     if p.tile_norm:
         # epsilon (in grey levels squared) keeps flat tiles finite

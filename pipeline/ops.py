@@ -26,7 +26,23 @@ def to_chw(images, cfg, mean=HALF_RANGE, std=HALF_RANGE):
     )
 
 
-def randint(lo: int, hi: int, shape=None):
+def randint(lo: int, hi: int, shape=None, **kwargs):
     """int32 uniform on [lo, hi] inclusive. (fn.random.uniform with an integer dtype rounds a
-    continuous draw, which gives both ends half the probability of the inner values.)"""
-    return fn.random.choice(hi - lo + 1, shape=shape) + lo
+    continuous draw, which gives both ends half the probability of the inner values.) `kwargs`
+    go to fn.random.choice (e.g. seed)."""
+    return fn.random.choice(hi - lo + 1, shape=shape, **kwargs) + lo
+
+
+def op_seeds(n: int, salt: int) -> list[dict]:
+    """Explicit seeds (as fn kwargs) for `n` random operators, derived from the seed of the
+    pipeline being defined and `salt`. DALI seeds the other operators in the order it collects
+    them from the outputs, so two graphs that consume the same draws differently (a task's CPU
+    and GPU variants) would draw differently; these do not. No pipeline seed: automatic seeds."""
+    import numpy as np
+    from nvidia.dali.pipeline import Pipeline
+
+    pipe = Pipeline.current()
+    if pipe is None or pipe.seed is None:
+        return [{} for _ in range(n)]
+    state = np.random.SeedSequence([int(pipe.seed), salt]).generate_state(n)
+    return [{"seed": int(s % (2**31 - 1))} for s in state]

@@ -1,7 +1,8 @@
 """torchrun / DDP plumbing: process group, rank info, gathering per-rank state, stop signals.
 
 `torchrun --nproc_per_node=K spotart train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; we start one
-process group (NCCL on GPU, gloo on CPU). Each rank reads its own DALI shard (the loader asks
+process group (NCCL on GPU, gloo on CPU), also for K = 1: the DDP path then runs on a single GPU
+(how it is tested on a one-GPU machine). A plain `spotart train` starts none. Each rank reads its own DALI shard (the loader asks
 torch.distributed for rank and world size). Only rank 0 logs and writes checkpoints, but every
 rank's data position and RNG state go into the checkpoint, so a resumed run continues exactly.
 """
@@ -25,10 +26,11 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    grouped: bool = False  # a process group is up (launched by torchrun), whatever the world size
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.grouped
 
     @property
     def is_main(self) -> bool:
@@ -36,9 +38,10 @@ class DistInfo:
 
 
 def setup(device: str) -> DistInfo:
-    """Initialise the process group when launched by torchrun with more than one process."""
+    """Initialise the process group when launched by torchrun (or with more than one process)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+    if world <= 1 and not launched:
         return DistInfo()
     if not dist.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
@@ -46,7 +49,7 @@ def setup(device: str) -> DistInfo:
         if use_cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), grouped=True)
 
 
 def teardown():

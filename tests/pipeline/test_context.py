@@ -26,14 +26,14 @@ def noise_image(size=S):
     return img
 
 
-def run(image, batches, batch_size=32, seed=1, dtype="float32", **params):
+def run(image, batches, batch_size=32, seed=1, dtype="float32", colour=None, **params):
     cfg = PipelineConfig(shards="unused", task="context", batch_size=batch_size, image_size=image.shape[0],
                          dtype=dtype, device="cpu", params=params)
 
     @pipeline_def(batch_size=batch_size, num_threads=2, device_id=None, seed=seed)
     def pipe():
         images = fn.external_source(source=lambda: [image] * batch_size, batch=True, layout="HWC")
-        out = context.generate(images, cfg)
+        out = context.generate(images, cfg, colour=colour)
         return out["patch1"], out["patch2"], out["position"]
 
     p = pipe()
@@ -106,9 +106,10 @@ def test_neighbour_offsets_gap_and_jitter():
     assert gap.min() >= G - 2 * J and gap.max() <= G + 2 * J
 
 
-def test_color_dropping_keeps_one_channel():
+@pytest.mark.parametrize("colour", ["numba", "ops"])  # the CPU's and the GPU's implementation
+def test_color_dropping_keeps_one_channel(colour):
     image = ramp_image()
-    _, a, b, _ = run(image, batches=4, color_drop=True, projection=False, pixelate_prob=0.0)
+    _, a, b, _ = run(image, batches=4, colour=colour, color_drop=True, projection=False, pixelate_prob=0.0)
     patches = np.concatenate([a, b]).astype(np.float64)
     std = patches.std(axis=(2, 3))
     keep = std.argmax(axis=1)
@@ -126,9 +127,10 @@ def test_color_dropping_keeps_one_channel():
             assert abs(patches[i, c].mean()) < 5 * 0.01 * std[i, k] / np.sqrt(a.shape[-1] ** 2)
 
 
-def test_projection_removes_green_magenta():
+@pytest.mark.parametrize("colour", ["numba", "ops"])
+def test_projection_removes_green_magenta(colour):
     image = ramp_image()
-    g, a, b, _ = run(image, batches=2, color_drop=False, projection=True, pixelate_prob=0.0)
+    g, a, b, _ = run(image, batches=2, colour=colour, color_drop=False, projection=True, pixelate_prob=0.0)
     B = context.projection_matrix()
     a_axis = np.array([-1.0, 2.0, -1.0])
     for patch in (a, b):

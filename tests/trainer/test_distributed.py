@@ -42,3 +42,18 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
     w2 = load_checkpoint(os.path.join(run2, "checkpoints", "last.pt"))["models"]["disc"]
     w1 = load_checkpoint(os.path.join(run1, "checkpoints", "last.pt"))["models"]["disc"]
     assert not torch.equal(w1["trunk.conv1.conv.weight"], w2["trunk.conv1.conv.weight"])
+
+
+def test_one_process_under_torchrun_runs_the_ddp_path(tmp_path):
+    """torchrun with a single process still starts a process group and wraps the networks in
+    DDP (how the NCCL path is tested on a one-GPU machine): the run records one rank digest."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = str(tmp_path / "one")
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1",
+                          f"--master_port={free_port()}", "-m", "spotart.tools.cli", "train", run, "--preset", "tiny",
+                          "--synthetic", "--device", "cpu", "--steps", "3", "--batch-size", "4",
+                          "--set", "ae_fraction=0.5", "--set", "progress=false"],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout + res.stderr
+    end = [json.loads(ln) for ln in open(os.path.join(run, "metrics.jsonl"))][-1]
+    assert end["event"] == "end" and end["finished"] and len(end["rank_digests"]) == 1

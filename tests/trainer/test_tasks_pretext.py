@@ -59,7 +59,9 @@ def test_registry_has_every_task():
     assert {"artifacts", "context", "jigsaw", "inpainting", "supervised"} <= set(task_names())
 
 
-@pytest.mark.parametrize("name,key,steps", [("context", "loss", 30), ("jigsaw", "loss", 30),
+# context (8 positions from 7 px patches at 32 px) memorises more slowly: after 30 steps some
+# pipeline seeds' batches stood at 7 of 8, after 45 all of the 8 seeds tried reached 8 of 8
+@pytest.mark.parametrize("name,key,steps", [("context", "loss", 45), ("jigsaw", "loss", 30),
                                             ("supervised", "loss", 30), ("inpainting", "loss_rec", 30)])
 def test_task_learns_a_fixed_pipeline_batch(name, key, steps, sample_shards, tmp_path):
     cfg = build_config(name, "tiny", BASE + [f"steps={steps}", f"shards={sample_shards}"])

@@ -1,28 +1,38 @@
 """Benchmark: images/s of each task's DALI pipeline against a PyTorch DataLoader over webdataset
 doing the same work per sample with PIL/numpy (decode, random resized crop, flip, then the
-task's masks / patch pairs / tiles), with equal worker counts, in the same run.
+task's masks / pixelated, colour-dropped patch pairs / jittered tiles), with equal worker
+counts, measured in the same run and interleaved: each repeat times the DALI loader, then a
+fresh DataLoader, so load changes on a shared machine hit both alike. The figure to quote is
+the median over repeats of the per-repeat ratio. Beside wall-clock images/s, each side's CPU
+time per image is reported (DALI: this process, all threads; DataLoader: its workers and this
+process): on a busy machine it tells the work apart from the waiting.
 
 torchvision is not used for the baseline: PyPI's torchvision does not import beside the CPU
 torch 2.13 build the project pins, so its transforms are written out in PIL/numpy here.
 
     python tools/bench/pipeline.py --shards DIR [--device cpu|gpu] [--workers 2] [--batches 40]
+                                   [--image-size 64] [--repeats 3] [--tasks ...] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import json
 import os
 import platform
 import random
+import statistics
+import sys
 import time
 
 import numpy as np
 import torch
 from PIL import Image
 
-TASKS = ("artifacts", "inpainting", "context", "jigsaw")
+TASKS = ("artifacts", "inpainting", "context", "jigsaw", "images")
+DEFAULT_TASKS = ("artifacts", "inpainting", "context", "jigsaw")
 
 
 # ---- baseline: the same per-sample work in Python, in DataLoader worker processes -------------
@@ -48,6 +58,9 @@ def _chw(a):
 
 
 def make_baseline(task: str, s: int, params):
+    def images(a, rng):
+        return {"image": _chw(a)}
+
     def artifacts(a, rng):
         m = (rng.random((params.mask_size, params.mask_size)) >= params.theta).astype(np.float32)
         return {"image": _chw(a), "mask": torch.from_numpy(m[None])}
@@ -65,47 +78,60 @@ def make_baseline(task: str, s: int, params):
                 "weight": torch.from_numpy(weight[None])}
 
     def context(a, rng):
-        p = max(4, s * 96 // 320)
-        g, j = p // 2, max(0, p * 7 // 96)
+        from spotart.pipeline.context import NEIGHBOURS
+
+        geo = params.geometry(s)
+        P, step, J = geo.patch, geo.patch + geo.gap, geo.jitter
         pos = int(rng.integers(8))
-        cell = pos if pos < 4 else pos + 1
-        dy, dx = cell // 3 - 1, cell % 3 - 1
-        c0 = (s - p) // 2
-        def patch(oy, ox):
-            y = int(np.clip(c0 + oy * (p + g) + rng.integers(-j, j + 1), 0, s - p))
-            x = int(np.clip(c0 + ox * (p + g) + rng.integers(-j, j + 1), 0, s - p))
-            q = a[y : y + p, x : x + p].copy()
-            keep = rng.integers(3)
-            sd = q[..., keep].std() / 100 + 1e-3
-            for ch in range(3):
-                if ch != keep:
-                    q[..., ch] = q[..., keep].mean() + rng.normal(0, sd, (p, p))
-            return _chw(q)
-        return {"patch1": patch(0, 0), "patch2": patch(dy, dx), "position": torch.tensor(pos)}
+        dy, dx = NEIGHBOURS[pos]
+        cy, cx = rng.integers(0, geo.slack + 1, 2) + J + step
+        jit = rng.integers(-J, J + 1, (2, 2))
+        pixelate = rng.random(2) < params.pixelate_prob
+        sides = rng.integers(geo.pixelate_min, geo.pixelate_max + 1, 2)
+        keeps = rng.integers(0, 3, 2)
+
+        def patch(i, oy, ox):
+            y, x = cy + oy * step + jit[i, 0], cx + ox * step + jit[i, 1]
+            q = a[y : y + P, x : x + P]
+            if pixelate[i]:  # antialiased linear down, linear up
+                im = Image.fromarray(q.astype(np.uint8)).resize((sides[i], sides[i]), Image.Resampling.BILINEAR)
+                q = np.asarray(im.resize((P, P), Image.Resampling.BILINEAR), dtype=np.float32)
+            q = q.transpose(2, 0, 1) / 127.5 - 1.0  # CHW, a new array
+            if params.color_drop:
+                keep = keeps[i]
+                drop = [c for c in range(3) if c != keep]
+                q[drop] = rng.normal(0.0, params.noise_ratio * q[keep].std(), (2, P, P))
+            return torch.from_numpy(q.astype(np.float32))
+
+        return {"patch1": patch(0, 0, 0), "patch2": patch(1, dy, dx), "position": torch.tensor(pos)}
 
     perms = None
 
     def jigsaw(a, rng):
         nonlocal perms
         if perms is None:
-            from spotart.pipeline.permutations import default_permutations
-            perms = default_permutations(params.count)
-        cell, tile = s // 3, max(4, s * params.tile // params.crop)
+            perms = params.load_set()
+        geo = params.geometry(s)
+        T, J = geo.tile, geo.jitter
         k = int(rng.integers(len(perms)))
-        grey = rng.random() < params.grey_prob
-        tiles = []
-        for c in perms[k]:
-            cy, cx = divmod(int(c), 3)
-            y = cy * cell + int(rng.integers(0, cell - tile + 1))
-            x = cx * cell + int(rng.integers(0, cell - tile + 1))
-            t = a[y : y + tile, x : x + tile].copy()
-            if grey:
-                t[:] = t.mean(axis=2, keepdims=True)
-            t = (t - t.mean()) / (t.std() + 1e-5)
-            tiles.append(torch.from_numpy(np.ascontiguousarray(t.transpose(2, 0, 1))))
-        return {"tiles": torch.stack(tiles), "permutation": torch.tensor(k)}
+        if rng.random() < params.grey_prob:
+            a = np.repeat(a.mean(axis=2, keepdims=True), 3, axis=2)
+        pad = np.pad(a, ((J, J), (J, J), (0, 0)), mode="edge")  # reads past the border repeat the edge
+        gaps = rng.integers(0, geo.cell - T + 1, (9, 2))
+        jit = rng.integers(-J, J + 1, (9, 3, 2))  # chromatic aberration: each channel its own shift
+        tiles = np.empty((9, 3, T, T), np.float32)
+        for i, c in enumerate(perms[k]):
+            y = geo.origin + (c // 3) * geo.cell + gaps[c, 0] + J
+            x = geo.origin + (c % 3) * geo.cell + gaps[c, 1] + J
+            for ch in range(3):
+                yy, xx = y + jit[c, ch, 0], x + jit[c, ch, 1]
+                tiles[i, ch] = pad[yy : yy + T, xx : xx + T, ch]
+        mean = tiles.mean(axis=(1, 2, 3), keepdims=True)
+        std = tiles.std(axis=(1, 2, 3), keepdims=True)
+        return {"tiles": torch.from_numpy((tiles - mean) / (std + 1e-5)), "permutation": torch.tensor(k)}
 
-    return {"artifacts": artifacts, "inpainting": inpainting, "context": context, "jigsaw": jigsaw}[task]
+    return {"images": images, "artifacts": artifacts, "inpainting": inpainting, "context": context,
+            "jigsaw": jigsaw}[task]
 
 
 class BaselineDataset(torch.utils.data.IterableDataset):
@@ -134,13 +160,24 @@ class BaselineDataset(torch.utils.data.IterableDataset):
                 yield out
 
 
-def rate(iterable, batches: int, batch: int, warmup: int) -> float:
-    """Images/s over `batches` batches after `warmup`. The warm-up must outlast the loader's
-    queue of ready batches (made while nobody was asking): counted, those would be free."""
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of process `pid` (Linux /proc), seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rate(iterable, batches: int, batch: int, warmup: int, workers=()) -> tuple[float, float]:
+    """(images/s, CPU us per image) over `batches` batches after `warmup`. The warm-up must
+    outlast the loader's queue of ready batches (made while nobody was asking): counted, those
+    would be free. CPU time is this process's (all threads: DALI's workers) plus the `workers`
+    processes' (a DataLoader's): on a shared machine it is the steadier measure of the work,
+    as other processes take wall time but not CPU time from it."""
     it = iter(iterable)
     for _ in range(warmup):
         next(it)
     t = time.perf_counter()
+    cpu = time.process_time() + sum(_proc_cpu_s(w) for w in workers)
     n = 0
     while n < batches:
         try:
@@ -153,52 +190,100 @@ def rate(iterable, batches: int, batch: int, warmup: int) -> float:
         if v.is_cuda:
             torch.cuda.synchronize()
             break
-    return batches * batch / (time.perf_counter() - t)
+    wall = time.perf_counter() - t
+    cpu = time.process_time() + sum(_proc_cpu_s(w) for w in workers) - cpu
+    return batches * batch / wall, 1e6 * cpu / (batches * batch)
 
 
-def main():
+def baseline_rate(tars, task, args, params, dev) -> tuple[float, float]:
+    """One fresh DataLoader: its workers start, are timed, and are shut down before the DALI
+    loader runs again (idle workers would otherwise keep filling their queue beside it)."""
+    ds = BaselineDataset(tars, task, args.image_size, params)
+    dl = torch.utils.data.DataLoader(ds, batch_size=args.batch, num_workers=args.workers,
+                                     pin_memory=dev.type == "cuda", prefetch_factor=2)
+    it = iter(dl)
+    moved = ({k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in it)
+    pids = [w.pid for w in getattr(it, "_workers", [])]
+    try:
+        # a fresh loader has no queue made in advance: after the first round of batches (one per
+        # worker) every worker is busy and batches arrive at the steady rate
+        return rate(moved, args.batches, args.batch, warmup=args.workers + 3, workers=pids)
+    finally:
+        moved.close()
+        del it  # shuts the workers down
+
+
+def measure_task(task, args, tars, dev) -> dict:
     from spotart.pipeline.loader import DaliLoader
     from spotart.trainer.config import build_config
     from spotart.trainer.data import pipeline_config
     from spotart.trainer.runtime import resolve_runtime
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # the pipeline a `spotart train --task TASK` run builds ("images" is the supervised task's);
+    # fp32 outputs, as the baseline's
+    train_task = "supervised" if task == "images" else task
+    train = build_config(train_task, args.preset, [*args.overrides, f"batch_size={args.batch}", "precision=fp32",
+                                                   f"image_size={args.image_size}", f"num_threads={args.workers}",
+                                                   f"device={'cuda' if args.device == 'gpu' else 'cpu'}"])
+    cfg = pipeline_config(train, resolve_runtime(train), shards=args.shards, shard_id=0, num_shards=1)
+    t = time.perf_counter()
+    loader = DaliLoader(cfg, dev)
+    build_s = time.perf_counter() - t
+    runs = []
+    for r in range(args.repeats):
+        dali, dali_cpu = rate(loader, args.batches, args.batch, warmup=cfg.prefetch + 3)
+        base, base_cpu = baseline_rate(tars, task, args, cfg.params, dev)
+        runs.append({"dali_img_s": dali, "dataloader_img_s": base, "ratio": dali / base,
+                     "dali_cpu_us_per_img": dali_cpu, "dataloader_cpu_us_per_img": base_cpu,
+                     "cpu_ratio": base_cpu / dali_cpu})
+        print(f"{task:11s} run {r + 1}/{args.repeats}  DALI {dali:8.0f} img/s   DataLoader+PIL {base:8.0f} img/s   "
+              f"ratio {dali / base:5.2f}x   CPU us/img {dali_cpu:6.0f} vs {base_cpu:6.0f} ({base_cpu / dali_cpu:5.2f}x)",
+              flush=True)
+    del loader
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return {"runs": runs, "median": med, "dali_build_s": build_s}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--shards", required=True)
     ap.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
     ap.add_argument("--workers", type=int, default=2, help="DALI threads = DataLoader workers")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=40)
+    ap.add_argument("--batches", type=int, default=40, help="timed batches per loader and repeat")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved DALI/DataLoader measurements per task")
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=TASKS,
+                    help="'images' is the plain augmented-image pipeline of supervised training and linear eval")
     ap.add_argument("--preset", default="64px", help="the trainer preset whose task parameters the pipelines take")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config key, as for `spotart train --set` (e.g. mode=blocks)")
     ap.add_argument("--json", default=None, help="also write the figures here")
     args = ap.parse_args()
     with open(os.path.join(args.shards, "manifest.json")) as f:
-        tars = [os.path.join(args.shards, s["path"]) for s in json.load(f)["shards"]]
+        manifest = json.load(f)
+    tars = [os.path.join(args.shards, s["path"]) for s in manifest["shards"]]
     dev = torch.device("cuda" if args.device == "gpu" else "cpu")
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus, device {args.device}, "
-          f"workers {args.workers}, batch {args.batch}, image {args.image_size}px")
+    machine = (f"{platform.node()} {platform.machine()}, {os.cpu_count()} cpus"
+               + (f", {torch.cuda.get_device_name()}" if dev.type == "cuda" else ""))
+    print(f"machine: {machine}, device {args.device}, workers {args.workers}, batch {args.batch}, "
+          f"image {args.image_size}px, {args.batches} batches x {args.repeats} repeats")
     results = {}
     for task in args.tasks:
-        # the pipeline a `spotart train --task TASK` run builds; fp32 outputs, as the baseline's
-        train = build_config(task, args.preset, [*args.overrides, f"batch_size={args.batch}", "precision=fp32",
-                                                 f"image_size={args.image_size}", f"num_threads={args.workers}",
-                                                 f"device={'cuda' if args.device == 'gpu' else 'cpu'}"])
-        cfg = pipeline_config(train, resolve_runtime(train), shards=args.shards, shard_id=0, num_shards=1)
-        dali = rate(DaliLoader(cfg, dev), args.batches, args.batch, warmup=cfg.prefetch + 3)
-        params = cfg.params
-        ds = BaselineDataset(tars, task, args.image_size, params)
-        dl = torch.utils.data.DataLoader(ds, batch_size=args.batch, num_workers=args.workers, pin_memory=dev.type == "cuda",
-                                         persistent_workers=False, prefetch_factor=2)
-        base_iter = ({k: v.to(dev, non_blocking=True) for k, v in b.items()} for b in dl)
-        base = rate(base_iter, args.batches, args.batch, warmup=args.workers * 2 + 3)  # workers x prefetch_factor
-        results[task] = {"dali_img_s": dali, "dataloader_img_s": base, "ratio": dali / base}
-        print(f"{task:11s} DALI {dali:8.0f} img/s   DataLoader+PIL {base:8.0f} img/s   ratio {dali / base:5.2f}x", flush=True)
+        results[task] = measure_task(task, args, tars, dev)
+    print("median of the per-repeat ratios:")
+    for task, r in results.items():
+        m = r["median"]
+        print(f"  {task:11s} DALI {m['dali_img_s']:8.0f} img/s   DataLoader+PIL {m['dataloader_img_s']:8.0f} img/s   "
+              f"ratio {m['ratio']:5.2f}x   CPU time per image: DataLoader / DALI {m['cpu_ratio']:5.2f}x")
     if args.json:
+        out = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]), "machine": machine,
+               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+               "torch": torch.__version__, "args": vars(args), "num_samples": manifest.get("num_samples"),
+               "tasks": results}
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

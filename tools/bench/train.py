@@ -15,10 +15,12 @@ trainer's defaults), with and without torch.compile.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import os
 import platform
+import sys
 import tempfile
 
 import torch
@@ -65,7 +67,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=None, help="per step; default: the preset's on GPU, 32 on CPU")
     ap.add_argument("--compile", default=None, choices=["off", "on", "both"], help="default: both on GPU, off on CPU")
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
-    ap.add_argument("--num-threads", type=int, default=4, help="DALI CPU threads")
+    ap.add_argument("--num-threads", type=int, default=None, help="DALI CPU threads (default: the preset's)")
     ap.add_argument("--cpu-threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
@@ -73,12 +75,13 @@ def main():
     gpu = args.device != "cpu" and torch.cuda.is_available()
     device = args.device if args.device != "auto" else ("cuda" if gpu else "cpu")
     batch = args.batch_size or (PRESETS[args.preset]["batch_size"] if gpu else 32)
+    threads = args.num_threads or PRESETS[args.preset]["num_threads"]
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.compile or ("both" if gpu else "off")]
     results = []
     for compile_ in modes:
         for source in ("replay", "dali"):
             r = measure(args.preset, source, args.shards, args.steps, args.warmup, batch, compile_, device,
-                        args.num_threads, args.precision, args.cpu_threads)
+                        threads, args.precision, args.cpu_threads)
             results.append(r)
             print(f"{source:9s} compile={str(compile_):5s} {r['img_per_s']:9.1f} img/s  {r['step_ms']:8.2f} ms/step  "
                   f"data wait {100 * r['data_wait_frac']:5.1f}%  "
@@ -92,7 +95,9 @@ def main():
         summary.append({"compile": compile_, "dali_over_replay": ratio, "pipeline_cost_us_per_image": cost_us})
         print(f"compile={compile_}: DALI-fed / replayed = {ratio:.3f}; the pipeline costs the trainer "
               f"{cost_us:.1f} us per image; data wait {100 * dali['data_wait_frac']:.1f}% of step time")
-    out = {"preset": args.preset, "device": results[0]["device"],
+    out = {"command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "preset": args.preset, "num_threads": threads, "device": results[0]["device"],
            "device_name": torch.cuda.get_device_name() if gpu else platform.processor() or platform.machine(),
            "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": results, "summary": summary}
     if args.json:
