@@ -82,6 +82,7 @@ class TrainConfig:
     hw_decoder_load: float = 0.65      # share of JPEGs for the GPU's hardware decoder (A100/H100)
     min_area: float = 0.25             # random resized crop: smallest share of the image's area kept
     flip: bool = True                  # random horizontal flips
+    aberration: float = 0.0            # synthetic chromatic aberration for audits (pipeline/aberration.py), 0 = off
     seed: int = 0
     # model
     trunk: Any = "64px"                # TrunkConfig, a dict or a trunk preset name
