@@ -21,6 +21,7 @@ COMMANDS = {
     "export-backbone": "train:export_backbone",
     "eval": "evaluate:evaluate",
     "profile": "profile:profile",
+    "audit": "audit:audit",
     "demo": "demo:demo",
 }
 
