@@ -27,6 +27,7 @@ class AuditConfig:
     aberration: float = 0.05          # strength of the planted-aberration probes; 0: none
     hidden: int = 0                   # 0: softmax regression; > 0: an MLP with this many hidden units
     cues: tuple = ()                  # only these cues (default: all of the task's)
+    countermeasures: tuple = ()       # only the probes of these countermeasures (default: all)
     fail_above: float | None = None   # points above chance that fail the audit (default probes only)
     seed: int = 0
     device: str = "auto"              # generator networks (and the DALI pipeline on a GPU)
@@ -52,6 +53,7 @@ class AuditConfig:
             raise ValueError(f"unknown cue(s) {unknown}; known: {sorted(CUES)}")
         object.__setattr__(self, "overrides", tuple(self.overrides))
         object.__setattr__(self, "cues", tuple(self.cues))
+        object.__setattr__(self, "countermeasures", tuple(self.countermeasures))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

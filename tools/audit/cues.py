@@ -153,8 +153,9 @@ def channel_shifts(x: torch.Tensor, radius: int = 2) -> torch.Tensor:
         yp = cy.gather(1, (iy + 1).clamp(max=2 * r)[:, None])[:, 0]
         xm = cx.gather(1, (ix - 1).clamp(min=0)[:, None])[:, 0]
         xp = cx.gather(1, (ix + 1).clamp(max=2 * r)[:, None])[:, 0]
-        dy = iy.float() - r + _parabola(ym, peak, yp)
-        dx = ix.float() - r + _parabola(xm, peak, xp)
+        inner_y, inner_x = (iy > 0) & (iy < 2 * r), (ix > 0) & (ix < 2 * r)  # no refinement at the search edge
+        dy = iy.float() - r + _parabola(ym, peak, yp) * inner_y
+        dx = ix.float() - r + _parabola(xm, peak, xp) * inner_x
         # Lucas-Kanade: channel b ~ channel a moved by d  =>  b - a ~ -grad(a) . d
         ay, ax, diff = gy[:, ca], gx[:, ca], z[:, cb] - z[:, ca]
         syy, sxx, sxy = (ay * ay).sum((1, 2)), (ax * ax).sum((1, 2)), (ay * ax).sum((1, 2))

@@ -115,16 +115,22 @@ CHANCE_LABEL = {"context": "neighbour position, 8-way", "jigsaw": "cell of each 
                 "artifacts": "real vs generated", "inpainting": "real vs completed"}
 
 
-def probes(task: str, params, aberration: float = 0.0, only: tuple = ()) -> list[Probe]:
-    """The task's probes; `params` its pipeline parameters (the defaults the probes switch from)."""
+def probes(task: str, params, aberration: float = 0.0, only: tuple = (), countermeasures: tuple = ()) -> list[Probe]:
+    """The task's probes; `params` its pipeline parameters (the defaults the probes switch from);
+    `only` / `countermeasures` keep the probes of those cues / countermeasures."""
     if task not in PROBES:
         raise ValueError(f"the audit covers {sorted(PROBES)}, not {task!r}")
     out = PROBES[task](aberration, params)
-    if only:
-        unknown = sorted(set(only) - {p.cue for p in out})
+    for want, attr, what in ((only, "cue", "cue"), (countermeasures, "countermeasure", "countermeasure")):
+        if not want:
+            continue
+        have = sorted({getattr(p, attr) for p in out})
+        unknown = sorted(set(want) - set(have))
         if unknown:
-            raise ValueError(f"{task} has no cue(s) {unknown}; its cues: {sorted({p.cue for p in out})}")
-        out = [p for p in out if p.cue in only]
+            raise ValueError(f"{task} has no {what}(s) {unknown}; its {what}s: {have}")
+        out = [p for p in out if getattr(p, attr) in want]
+    if not out:
+        raise ValueError(f"no {task} probe has both the cue(s) {list(only)} and the countermeasure(s) {list(countermeasures)}")
     return out
 
 

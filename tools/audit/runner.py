@@ -161,7 +161,7 @@ def audit(acfg: AuditConfig) -> dict:
 
         _, gen = load_generator(acfg.run, acfg.task, rt.device, rt.autocast)
     perms = cfg.pipeline.load_set() if acfg.task == "jigsaw" else None
-    plan = probes(acfg.task, cfg.pipeline, acfg.aberration, acfg.cues)
+    plan = probes(acfg.task, cfg.pipeline, acfg.aberration, acfg.cues, acfg.countermeasures)
 
     needs = defaultdict(set)  # pipeline variant -> {(cue, view)}
     for p in plan:

@@ -39,6 +39,9 @@ opt = dict(show_default=True)
 @click.option("--cue", "cues", multiple=True,
               type=click.Choice(["edges", "chroma", "stats", "lowfreq", "frequency", "band"]),
               help="Only this cue (repeatable).  [default: every cue of the task]")
+@click.option("--countermeasure", "countermeasures", multiple=True, metavar="NAME",
+              help="Only the probes of this countermeasure (repeatable; e.g. 'gap', 'colour dropping', "
+                   "'per-tile normalisation').  [default: all]")
 @click.option("--hidden", type=click.IntRange(0), default=0, **opt,
               help="0: softmax-regression cheaters; N: MLPs with N hidden units (stronger, slower).")
 @click.option("--fail-above", type=click.FloatRange(0), default=None,
@@ -48,7 +51,7 @@ opt = dict(show_default=True)
 @click.option("--device", default="auto", **opt, help="auto, cpu, cuda or cuda:N (pipeline and generator).")
 @click.option("--num-threads", type=click.IntRange(1), default=2, **opt, help="DALI CPU threads.")
 def audit(task, shards, out, test_shards, preset, overrides, run, images, test_images, batch_size, strip, aberration,
-          cues, hidden, fail_above, seed, device, num_threads):
+          cues, countermeasures, hidden, fail_above, seed, device, num_threads):
     """Train a deliberately weak cheater per low-level cue on TASK's own labels, fed by its own
     pipeline, with the countermeasures on and with each relevant one off: edge continuity (border
     strips), chromatic aberration (channel offsets; also planted), colour statistics and
@@ -62,7 +65,7 @@ def audit(task, shards, out, test_shards, preset, overrides, run, images, test_i
     try:
         cfg = AuditConfig(task=task, shards=shards, out=out, preset=preset, overrides=overrides, test_shards=test_shards,
                           run=run, images=images, test_images=test_images, batch_size=batch_size, strip=strip,
-                          aberration=aberration, hidden=hidden, cues=cues, fail_above=fail_above, seed=seed,
+                          aberration=aberration, hidden=hidden, cues=cues, countermeasures=countermeasures, fail_above=fail_above, seed=seed,
                           device=device, num_threads=num_threads)
         report = run_audit(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
