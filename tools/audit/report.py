@@ -45,8 +45,8 @@ def chart(report: dict, path: str):
     ax.set_xlim(0, 105)
     ax.set_xlabel(f"cheater accuracy, % ({report['chance_label']})")
     ax.set_title(f"spotart audit: {report['task']}")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
