@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 CHART = "audit.png"
-_ON, _OFF, _CHANCE = "#4C72B0", "#C44E52", "#333333"
+_ON, _OFF, _CHANCE, _NET = "#4C72B0", "#C44E52", "#333333", "#55A868"
 
 
 def label(row: dict) -> str:
@@ -41,11 +41,15 @@ def chart(report: dict, path: str):
         ax.text(b, yi - 0.2, f" {b:.1f}", va="center", fontsize=7)
     ax.axvline(100 * report["chance"], color=_CHANCE, linestyle="--", linewidth=1,
                label=f"chance {100 * report['chance']:.1f}%")
+    net = report.get("network")
+    if net:
+        ax.axvline(100 * net["accuracy"], color=_NET, linestyle=":", linewidth=1.5,
+                   label=f"the run's network {100 * net['accuracy']:.1f}%")
     ax.set_yticks(y, [label(r) for r in rows], fontsize=8)
     ax.set_xlim(0, 105)
     ax.set_xlabel(f"cheater accuracy, % ({report['chance_label']})")
     ax.set_title(f"spotart audit: {report['task']}")
-    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
