@@ -399,3 +399,14 @@ def test_every_pipeline_key_reaches_the_pipeline(task, key, value, tmp_path, per
                           "--set", forms[-1], "--aberration", "0", *extra])
     assert "captured" in res.output, res.output
     check(captured.pop("audit"), "audit")
+
+
+def test_64px_preset_keeps_the_jigsaw_gap_the_audit_asked_for():
+    """The audit found the paper's 225/75/64 geometry, scaled to 64 px (18 px tiles, 3 px of
+    play), lets edge continuity place 45% of the tiles; the preset uses the released layer's
+    255/85/64 (16 px tiles, 5 px of play). docs/benchmarks.md, shortcut audit."""
+    from spotart.trainer.config import build_config
+
+    geo = build_config("jigsaw", "64px").pipeline.geometry(64)
+    assert (geo.cell, geo.tile) == (21, 16)
+    assert build_config("jigsaw", "alexnet").pipeline.geometry(224).tile == 64  # the paper's at full scale
