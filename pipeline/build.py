@@ -1,7 +1,8 @@
 """The DALI pipeline: shards -> decoded, cropped images -> the task's inputs, all on `cfg.device`.
 
 reader (CPU, file I/O) -> decode ("mixed" = nvJPEG on the GPU, or CPU) -> random resized crop
-+ flip (training) or resize + centre crop (evaluation) -> the task generator
++ flip (training) or resize + centre crop (evaluation) -> [synthetic chromatic aberration, only
+when cfg.aberration is set: aberration.py] -> the task generator
 (`spotart.pipeline.<task>.generate`) -> CHW float tensors + int labels.
 
 `source` replaces the reader by in-memory samples (encoded images and label bytes, as the
@@ -18,6 +19,7 @@ import nvidia.dali.fn as fn
 import nvidia.dali.types as types
 from nvidia.dali import pipeline_def
 
+from . import aberration
 from .config import TASKS, PipelineConfig
 
 READER = "Reader"
@@ -108,7 +110,10 @@ def read_memory(source):
 
 
 def images_and_labels(cfg: PipelineConfig, jpg, cls):
-    return augment(decode(jpg, cfg), cfg), parse_labels(cls)
+    img = augment(decode(jpg, cfg), cfg)
+    if cfg.aberration:  # planted lens fringes for `spotart audit` (aberration.py); off by default
+        img = aberration.apply(img, cfg)
+    return img, parse_labels(cls)
 
 
 def pipeline_kwargs(cfg: PipelineConfig, shard_id: int) -> dict:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configs import coerce_dataclass
+from .aberration import MAX_SCALE
 
 # task -> (module in spotart.pipeline, params dataclass name). "images" is the plain
 # augmented-image pipeline used by supervised training and by linear evaluation.
@@ -57,6 +58,7 @@ class PipelineConfig:
     training: bool = True            # random crops/flips/masks; False: deterministic centre crop
     min_area: float = 0.25           # random resized crop scale range (area fraction), lower end
     flip: bool = True
+    aberration: float = 0.0          # synthetic lateral chromatic aberration: green scaled by 1 + s (aberration.py)
     hw_decoder_load: float = 0.65    # share of JPEG decoding given to the hardware decoder (A100/H100)
     initial_fill: int = 1024         # shuffle buffer of the reader, per rank
     params: Any = None               # task parameters; see module docstring
@@ -77,6 +79,9 @@ class PipelineConfig:
             raise ValueError(f"min_area must be in (0, 1], got {self.min_area}")
         if not 0.0 <= self.hw_decoder_load <= 1.0:
             raise ValueError(f"hw_decoder_load must be in [0, 1], got {self.hw_decoder_load}")
+        if not abs(self.aberration) <= MAX_SCALE:
+            raise ValueError(f"aberration must be in [-{MAX_SCALE}, {MAX_SCALE}] (a radial scale of the green "
+                             f"channel; 0 = off), got {self.aberration}")
         if (self.shard_id is None) != (self.num_shards is None):
             raise ValueError("give both shard_id and num_shards, or neither")
         if self.num_shards is not None and not 0 <= self.shard_id < self.num_shards:

@@ -22,6 +22,7 @@ COMMANDS = {
     "eval": "evaluate:evaluate",
     "profile": "profile:profile",
     "plot": "plot:plot",
+    "audit": "audit:audit",
     "demo": "demo:demo",
 }
 

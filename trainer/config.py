@@ -58,6 +58,10 @@ PRESETS: dict[str, dict] = {
         "trunk": "64px",
         "params": {"artifacts": {"enc_stem": 32, "enc_channels": (64, 128, 256, 512),
                                  "head_hidden": 1024, "head_pool": 4}},
+        # the released Caffe layer's 255/85/64 jigsaw geometry: 16 px tiles with 5 px of random gap
+        # instead of the paper's 18 px with 3 px, which `spotart audit` finds lets edge continuity
+        # place 45% of the tiles (docs/benchmarks.md, shortcut audit)
+        "pipeline": {"jigsaw": {"crop": 255, "cell": 85}},
     },
     "alexnet": {
         "image_size": 224, "batch_size": 128, "steps": 300_000, "log_every": 100, "ckpt_every": 5000, "num_threads": 8,
@@ -82,6 +86,7 @@ class TrainConfig:
     hw_decoder_load: float = 0.65      # share of JPEGs for the GPU's hardware decoder (A100/H100)
     min_area: float = 0.25             # random resized crop: smallest share of the image's area kept
     flip: bool = True                  # random horizontal flips
+    aberration: float = 0.0            # synthetic chromatic aberration for audits (pipeline/aberration.py), 0 = off
     seed: int = 0
     # model
     trunk: Any = "64px"                # TrunkConfig, a dict or a trunk preset name
