@@ -45,7 +45,7 @@ FORMAT_VERSION = 1
 CATALOG = "catalog.lmdb"
 MANIFEST = "manifest.json"
 WINDOW = 256                  # images per convert batch: one staging transaction
-BATCH_BYTES = 16 << 20        # streamed bytes per batch (bounds memory with full-size images)
+BATCH_BYTES = 8 << 20         # streamed bytes per batch: at most 2 x (N - 1) x 8 MiB queued at -j N
 INFLIGHT = 2                  # batches queued per worker: busy workers, bounded memory
 
 
@@ -111,7 +111,9 @@ def _prepare_dir(out: str, fp: str, spec: ShardSpec, sources: list[str], overwri
 
 
 def _run(pool, fn_name: str, inline, tasks, on_result, limit: int):
-    """Run `tasks` through `work.<fn_name>` in the pool (at most `limit` queued), or inline."""
+    """Run `tasks`: through `work.<fn_name>` in the pool while it has fewer than `limit`
+    queued, here (`inline`) while it is full. So `-j N` is N busy processes, this one included:
+    on 2 cores `-j 2` is one worker and us, not two workers fighting us for the cores."""
     if pool is None:
         for t in tasks:
             on_result(inline(t))
@@ -119,20 +121,24 @@ def _run(pool, fn_name: str, inline, tasks, on_result, limit: int):
     fn = getattr(work, fn_name)
     pending = set()
     for t in tasks:
-        pending.add(pool.submit(fn, t))
-        if len(pending) >= limit:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for f in finished:
-                on_result(f.result())
+        finished = {f for f in pending if f.done()}
+        for f in finished:
+            on_result(f.result())
+        pending -= finished
+        if len(pending) < limit:
+            pending.add(pool.submit(fn, t))
+        else:
+            on_result(inline(t))
     for f in as_completed(pending):
         on_result(f.result())
 
 
 def _list_sources(srcs, pool):
-    """One listing per source; several sources are listed in parallel."""
+    """One listing per source; several sources are listed in parallel, the first one here
+    while the workers are still starting."""
     if pool is not None and len(srcs) > 1:
-        futures = [pool.submit(list_source, s.path) for s in srcs]
-        listings = [f.result() for f in futures]
+        futures = [pool.submit(list_source, s.path) for s in srcs[1:]]
+        listings = [srcs[0].list()] + [f.result() for f in futures]
     else:
         listings = [s.list() for s in srcs]
     for s, lst in zip(srcs, listings):
@@ -197,7 +203,7 @@ def _convert(catalog, worker, pool, batches, n_todo: int, spec: ShardSpec, progr
 
     with tqdm(total=n_todo, desc="convert", unit="img", disable=not progress, smoothing=0.1) as bar:
         try:
-            _run(pool, "convert", worker.convert, batches, bar.update, INFLIGHT * spec.workers)
+            _run(pool, "convert", worker.convert, batches, bar.update, INFLIGHT * (spec.workers - 1))
         except SourceError as err:
             raise BuildError(str(err)) from None
 
@@ -272,7 +278,7 @@ def _write(catalog, worker, pool, out: str, spec: ShardSpec, plan, progress: boo
             entries[where[rec["path"]]] = rec
             bar.update()
 
-        _run(pool, "write_shard", worker.write_shard, tasks, done, INFLIGHT * spec.workers)
+        _run(pool, "write_shard", worker.write_shard, tasks, done, INFLIGHT * (spec.workers - 1))
     return entries
 
 
@@ -330,12 +336,12 @@ def build_shards(sources: list[str], out: str, spec: ShardSpec, overwrite: bool 
                    spec.resize, spec.quality, spec.max_pixels)
     worker = work.Worker(job, catalog)   # -j 1: the workers' code, run here on our catalog
     pool = None
-    if spec.workers > 1:
+    if spec.workers > 1:   # -j N: N - 1 worker processes, and this one
         # spawn, not fork: callers (trainer, tests) may hold threads that fork would copy mid-lock
         import multiprocessing
 
-        pool = ProcessPoolExecutor(spec.workers, multiprocessing.get_context("spawn"), work.init, (job,))
-        for _ in range(spec.workers):  # start them now: their imports overlap the listing
+        pool = ProcessPoolExecutor(spec.workers - 1, multiprocessing.get_context("spawn"), work.init, (job,))
+        for _ in range(spec.workers - 1):  # start them now: their imports overlap the listing
             pool.submit(work.ready)
     try:
         try:

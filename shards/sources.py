@@ -12,12 +12,11 @@ per image: ILSVRC2012's 1.28 M names must fit comfortably in the main process.""
 
 from __future__ import annotations
 
-import collections
 import csv
 import os
 import tarfile
 from array import array
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator
 
 from . import tarstream
@@ -50,7 +49,6 @@ class Listing:
     offsets: array | None = None     # tar: data offset in the file, -1 where a compressed layer is above
     sizes: array | None = None       # tar: data size
     keys: list | None = None         # LMDB: raw keys
-    extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -131,7 +129,6 @@ def _tar_labels(names: list[str]) -> list[str | None]:
 
 class FolderSource:
     kind = "folder"
-    streamed = False
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
@@ -152,7 +149,6 @@ class ListSource:
     whose path column is literally `path` (or `filename`, `file`) is a header."""
 
     kind = "list"
-    streamed = False
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
@@ -184,7 +180,6 @@ class TarSource:
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
-        self.streamed = tarstream.is_compressed(self.path)
 
     def _images(self) -> Iterator[tarstream.Member]:
         try:
@@ -225,7 +220,6 @@ class LmdbSource:
     """An LMDB database of encoded images, key -> image bytes (LSUN style). Unlabelled."""
 
     kind = "lmdb"
-    streamed = False
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)

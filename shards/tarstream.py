@@ -260,11 +260,6 @@ def members(path: str) -> Iterator[tuple[str, int, Member]]:
         yield m.name, m.size, m
 
 
-def is_compressed(path: str) -> bool:
-    with open(path, "rb") as f:
-        return compression(f.read(6)) is not None
-
-
 def _num(field: bytes) -> int:
     if field[:1] in (b"\x80", b"\xff"):  # GNU base-256 for large sizes
         n = int.from_bytes(field[1:], "big")

@@ -240,7 +240,7 @@ def _killed_build(sources, out, spec, where, after):
     import spotart.shards.build as b
 
     calls = {"n": 0}
-    if where == "pool":  # -j 2: the main process dies after the first batch a worker staged
+    if where.startswith("pool"):  # -j 2: the main process dies after a worker's first batch / shard
         orig_run = b._run
 
         def run(pool, fn_name, inline, tasks, on_result, limit):
@@ -249,7 +249,7 @@ def _killed_build(sources, out, spec, where, after):
                 if calls["n"] == after:
                     os.kill(os.getpid(), signal.SIGKILL)
                 on_result(r)
-            return orig_run(pool, fn_name, inline, tasks, hook, limit)
+            return orig_run(pool, fn_name, inline, tasks, hook if where == f"pool-{fn_name}" else on_result, limit)
 
         b._run = run
     elif where == "add":
@@ -276,7 +276,8 @@ def _killed_build(sources, out, spec, where, after):
     b.build_shards(sources, out, spec, progress=False)
 
 
-@pytest.mark.parametrize("where,after,workers", [("add", 55, 1), ("staged", 1, 1), ("pool", 1, 2)])
+@pytest.mark.parametrize("where,after,workers", [("add", 55, 1), ("staged", 1, 1), ("pool-convert", 1, 2),
+                                                 ("pool-write_shard", 1, 2)])
 def test_resume_after_sigkill_gives_the_clean_build(sample_dir, tmp_path, monkeypatch, where, after, workers):
     import spotart.shards.build as b
 
@@ -289,10 +290,13 @@ def test_resume_after_sigkill_gives_the_clean_build(sample_dir, tmp_path, monkey
     p.start()
     p.join(60)
     assert p.exitcode == -signal.SIGKILL
-    if where == "pool":  # killed mid-convert: some batches staged, not all
+    if where == "pool-convert":  # killed mid-convert: some batches staged, not all
         c = cat.Catalog(os.path.join(killed, "catalog.lmdb"), readonly=True)
         assert 0 < c.count(c.staged) < 96
         c.close()
+    if where == "pool-write_shard":  # killed mid-write: a shard on disk, the manifest not
+        assert any(n.endswith(".tar") for n in os.listdir(killed))
+        assert not os.path.exists(os.path.join(killed, "manifest.json"))
     if where == "add":  # killed mid-shard: one finished shard, one half-written temporary file
         assert any(n.endswith(".tar.tmp") for n in os.listdir(killed))
         assert not os.path.exists(os.path.join(killed, "manifest.json"))

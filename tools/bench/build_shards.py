@@ -79,7 +79,7 @@ def load() -> str:
 
 
 def throughput(args, archives, work) -> dict:
-    spec = ShardSpec(max_count=10_000, resize=args.resize)
+    spec = ShardSpec(max_count=args.max_count, resize=args.resize)
     runs = {"baseline": []} if not args.no_baseline else {}
     runs.update({f"-j {j}": [] for j in args.jobs})
     for rnd in range(args.repeat):
@@ -89,7 +89,7 @@ def throughput(args, archives, work) -> dict:
             runs["baseline"].append({"samples": nb, "rate": nb / (time.perf_counter() - t)})
             shutil.rmtree(os.path.join(work, "base"))
         for j in args.jobs:
-            r = run_build(archives, os.path.join(work, f"j{j}"), ShardSpec(max_count=10_000, resize=args.resize, workers=j))
+            r = run_build(archives, os.path.join(work, f"j{j}"), ShardSpec(max_count=args.max_count, resize=args.resize, workers=j))
             runs[f"-j {j}"].append(r)
             shutil.rmtree(os.path.join(work, f"j{j}"))
         print(f"round {rnd + 1}/{args.repeat}: " + ", ".join(f"{k} {v[-1]['rate']:.0f}" for k, v in runs.items())
@@ -172,6 +172,7 @@ def main():
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="-j values to measure")
     ap.add_argument("--repeat", type=int, default=3, help="rounds; figures are medians")
     ap.add_argument("--resize", type=int, default=None, help="--resize for every build (re-encodes all images)")
+    ap.add_argument("--max-count", type=int, default=10_000, help="samples per shard (shards are the write stage's parallelism)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the webdataset.ShardWriter loop")
     ap.add_argument("--listing-rss", type=int, default=0, metavar="N", help="only measure the memory of an N-image listing")
     ap.add_argument("--workdir", default=None, help="scratch directory (default: a temporary one)")

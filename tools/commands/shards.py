@@ -44,7 +44,8 @@ def make_sample(out, count, size, classes, seed):
               help="Fixes the class ids, so that train and val builds agree: one class per line (wnids.txt, "
                    "LOC_synset_mapping.txt) or another build's manifest.json.")
 @click.option("-j", "--workers", type=click.IntRange(1), default=1, **opt,
-              help="Worker processes: they read, decode/encode and stage images and write shards.")
+              help="Processes that read, decode/encode and stage images and write shards, this one included "
+                   "(-j 2: one worker process and the main one). Use the number of cores.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing build in OUT and start over.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def build_shards(sources, out, prefix, max_count, max_size, seed, resize, quality, keep_duplicates, max_pixels,
