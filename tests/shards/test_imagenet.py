@@ -95,6 +95,15 @@ def test_readme_imagenet_recipes(tmp_path):
     got_train, mt = labels_by_name(tmp_path / "train")
     got_val, mv = labels_by_name(tmp_path / "shards-val")
     assert got_train == train_truth and got_val == val_truth
+    # ILSVRC2012_img_val.tar itself: a flat tar of the same images, labelled the same way
+    with tarfile.open(tmp_path / "ILSVRC2012_img_val.tar", "w") as tf:
+        for name in sorted(val_truth):
+            tf.add(tmp_path / "val" / name, arcname=name)
+    res = r.invoke(main, ["build-shards", str(tmp_path / "ILSVRC2012_img_val.tar"), "--labels",
+                          str(tmp_path / "LOC_val_solution.csv"), "--classes", str(tmp_path / "train" / "manifest.json"),
+                          "--out", str(tmp_path / "shards-val-tar"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert labels_by_name(tmp_path / "shards-val-tar")[0] == val_truth
     # val lacks a class, yet the ids agree: the class table is train's
     assert mt["classes"] == mv["classes"] == WNIDS and mv["class_ids"] == {w: i for i, w in enumerate(WNIDS)}
     assert set(got_val.values()) != set(WNIDS)
@@ -116,6 +125,24 @@ def test_nested_compressed_archives_give_the_same_samples(tmp_path, outer, inner
             with tarfile.open(fileobj=f) as tf:
                 jpgs.append(sorted(tf.extractfile(m).read() for m in tf if m.name.endswith(".jpg")))
     assert jpgs[0] == jpgs[1]
+
+
+def test_plain_and_compressed_inner_archives_in_one_tar(tmp_path):
+    """Images read by offset and images streamed, from one source: -j 1 and -j 2 agree."""
+    with tarfile.open(tmp_path / "mixed.tar", "w") as outer:
+        for c, (wnid, mode) in enumerate(zip(WNIDS, ("w", "w:gz", "w", "w:xz"))):
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode=mode) as inner:
+                for i in range(3):
+                    add(inner, f"{wnid}_{i}.JPEG", jpeg(50 * c + i))
+            add(outer, wnid + (".tar" if mode == "w" else ".tar." + mode[2:]), buf.getvalue())
+    a = build_shards([str(tmp_path / "mixed.tar")], str(tmp_path / "a"), ShardSpec(max_count=5), progress=False)
+    build_shards([str(tmp_path / "mixed.tar")], str(tmp_path / "b"), ShardSpec(max_count=5, workers=2), progress=False)
+    assert a.num_samples == 12
+    assert labels_by_name(tmp_path / "a")[0] == {f"{w}_{i}.JPEG": w for w in WNIDS for i in range(3)}
+    for name in sorted(os.listdir(tmp_path / "a")):
+        if name.endswith((".tar", ".idx")):
+            assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 
 def test_inner_archives_with_class_folders_keep_their_labels(tmp_path):
