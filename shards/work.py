@@ -1,4 +1,4 @@
-"""What the builder's worker processes do, so that the main process does almost nothing per image.
+"""What the builder's worker processes do (and the main process too, when they are busy).
 
 - `convert`: a batch of images -> read each (path, LMDB key or pread of a tar member; bytes
   streamed by the main process only for compressed archives), decode/check/re-encode it, build
@@ -8,7 +8,8 @@
 LMDB lets several processes write one environment (writers take turns on its lock), so no
 result travels back through the main process but a count.
 
-With `-j 1` the same code runs in the main process on the main process's catalog."""
+The main process runs the same code on its own catalog: always with `-j 1`, and with `-j N`
+whenever the N - 1 workers have enough queued."""
 
 from __future__ import annotations
 
