@@ -2,8 +2,12 @@
 
 Named databases:
 - `meta`    build fingerprint and state;
-- `staged`  seq -> converted sample (or skip/duplicate record) while the build runs; what makes a
-            killed build resumable without redoing finished conversions; dropped at the end;
+- `staged`  seq -> converted sample, as the tar members it will be in its shard, written by the
+            worker that converted it; what makes a killed build resumable without redoing
+            finished conversions; dropped at the end;
+- `outcomes` seq -> what became of each image (converted: source digest, size, label flag,
+            source; or skipped: the reason), written in the same transaction as `staged`; small
+            records, so the survey after conversion does not page through the samples;
 - `hashes`  sha256 of source bytes -> "key<TAB>source" of the first sample with those bytes (de-duplication);
 - `shards`  shard name -> {count, bytes, sha256} once the shard is on disk;
 - `samples` key -> {shard, offset, size, sha256, label, source, ...}: provenance of every sample.
@@ -19,22 +23,32 @@ import lmdb
 
 # LMDB reserves address space, not disk: the file grows with the data (sparse on Linux).
 MAP_SIZE = 1 << 42
-OK, SKIPPED, DUPLICATE = b"O", b"S", b"D"
+OK, SKIPPED = b"O", b"S"
+HASH_BATCH = 65536
+STAGING_FORMAT = 2   # staged: meta length, meta JSON, sample bytes; outcomes: see pack_ok
+_OUTCOME = struct.Struct(">32sIB")   # source sha256, sample bytes in a shard, labelled
 
 
 def _seq_key(seq: int) -> bytes:
     return struct.pack(">Q", seq)
 
 
-def _pack(kind: bytes, header: dict, payload: bytes = b"") -> bytes:
-    h = json.dumps(header, ensure_ascii=True).encode()
-    return kind + struct.pack(">I", len(h)) + h + payload
+def pack_ok(digest: bytes, meta: dict, blob: bytes) -> tuple[bytes, bytes]:
+    """A converted sample -> (outcome, staged value). `digest` is the sha256 of its source
+    bytes (de-duplication), `meta` its provenance and member layout, `blob` its tar members."""
+    m = json.dumps(meta, ensure_ascii=True).encode()
+    outcome = OK + _OUTCOME.pack(digest, len(blob), meta["label"] is not None) + meta["source"].encode("utf-8", "surrogateescape")
+    return outcome, struct.pack(">I", len(m)) + m + blob
 
 
-def _unpack(buf) -> tuple[bytes, dict, bytes]:
-    buf = bytes(buf)
-    (n,) = struct.unpack(">I", buf[1:5])
-    return buf[:1], json.loads(buf[5 : 5 + n]), buf[5 + n :]
+def pack_skipped(header: dict) -> tuple[bytes, None]:
+    return SKIPPED + json.dumps(header, ensure_ascii=True).encode(), None
+
+
+def _unpack_staged(buf) -> tuple[dict, memoryview]:
+    """-> (meta, sample bytes as a view: no copy)."""
+    (n,) = struct.unpack(">I", bytes(buf[:4]))
+    return json.loads(bytes(buf[4 : 4 + n])), memoryview(buf)[4 + n :]
 
 
 class Catalog:
@@ -50,8 +64,16 @@ class Catalog:
         self.hashes = self.env.open_db(b"hashes", create=create)
         self.shards = self.env.open_db(b"shards", create=create)
         self.samples = self.env.open_db(b"samples", create=create)
+        try:
+            self.outcomes = self.env.open_db(b"outcomes", create=create)
+        except lmdb.NotFoundError:   # a catalog written before it existed, opened read-only
+            self.outcomes = None
+        self._htxn = None
 
     def close(self):
+        if self._htxn is not None:
+            self._htxn.abort()
+            self._htxn = None
         self.env.close()
 
     # meta -------------------------------------------------------------------------------
@@ -65,37 +87,68 @@ class Catalog:
             txn.put(key.encode(), json.dumps(value).encode())
 
     # staging ----------------------------------------------------------------------------
-    def staged_seqs(self) -> set[int]:
-        with self.env.begin(db=self.staged) as txn:
-            return {struct.unpack(">Q", k)[0] for k in txn.cursor().iternext(values=False)}
+    def staged_mask(self, n: int) -> bytearray:
+        """mask[seq] == 1 for every staged seq < n (1.3 M seqs: 1.3 MB, not a set of ints)."""
+        mask = bytearray(n)
+        with self.env.begin(db=self.outcomes) as txn:
+            for k in txn.cursor().iternext(values=False):
+                seq = struct.unpack(">Q", k)[0]
+                if seq < n:
+                    mask[seq] = 1
+        return mask
 
-    def first_of_hash(self, digest: str) -> str | None:
-        with self.env.begin(db=self.hashes) as txn:
-            v = txn.get(digest.encode())
-        return None if v is None else v.decode()
-
-    def put_staged(self, records: list[tuple[int, bytes, dict, bytes]], new_hashes: dict[str, str]):
-        """One transaction: converted/skipped/duplicate records and their hash entries."""
+    def put_staged(self, records: list[tuple[int, bytes, bytes | None]]):
+        """One transaction: (seq, outcome, staged value or None) records."""
         with self.env.begin(write=True) as txn:
-            for seq, kind, header, payload in records:
-                txn.put(_seq_key(seq), _pack(kind, header, payload), db=self.staged)
-            for digest, key in new_hashes.items():
-                txn.put(digest.encode(), key.encode(), db=self.hashes)
+            for seq, outcome, value in records:
+                k = _seq_key(seq)
+                if value is not None:
+                    txn.put(k, value, db=self.staged)
+                txn.put(k, outcome, db=self.outcomes)
 
-    def iter_staged(self, with_payload: bool = False):
-        """(seq, kind, header, payload or b"") in seq order."""
-        with self.env.begin(db=self.staged, buffers=True) as txn:
+    def iter_outcomes(self):
+        """(seq, kind, digest, sample size, labelled, source) of converted images and
+        (seq, kind, None, 0, False, skip record) of skipped ones, in seq order."""
+        with self.env.begin(db=self.outcomes, buffers=True) as txn:
             for k, v in txn.cursor():
-                kind, header, payload = _unpack(v) if with_payload else _unpack_header(v)
-                yield struct.unpack(">Q", bytes(k))[0], kind, header, payload
+                seq, kind = struct.unpack(">Q", bytes(k))[0], bytes(v[:1])
+                if kind == SKIPPED:
+                    yield seq, kind, None, 0, False, json.loads(bytes(v[1:]))
+                    continue
+                digest, size, labelled = _OUTCOME.unpack(bytes(v[1 : 1 + _OUTCOME.size]))
+                yield seq, kind, digest, size, bool(labelled), bytes(v[1 + _OUTCOME.size :]).decode("utf-8", "surrogateescape")
 
-    def get_staged(self, seqs: list[int]) -> list[tuple[dict, bytes]]:
-        with self.env.begin(db=self.staged) as txn:
-            out = []
+    def first_of(self, digest: bytes, key: str, source: str) -> str:
+        """"key<TAB>source" of the first sample with these source bytes: this one unless an
+        earlier seq holds them (call in seq order). Idempotent, so a survey redone after a kill
+        gives the same. Written in transactions of HASH_BATCH; `flush()` commits the last."""
+        if self._htxn is None:
+            self._htxn, self._hcount = self.env.begin(write=True, db=self.hashes), 0
+        h = digest.hex().encode()
+        mine = f"{key}\t{source}"
+        if self._htxn.put(h, mine.encode("utf-8", "surrogateescape"), overwrite=False):
+            first = mine
+        else:
+            first = bytes(self._htxn.get(h)).decode("utf-8", "surrogateescape")
+        self._hcount += 1
+        if self._hcount >= HASH_BATCH:  # bounded dirty pages: 1.3 M hashes in one txn would sit in RAM
+            self.flush()
+        return first
+
+    def flush(self):
+        if self._htxn is not None:
+            self._htxn.commit()
+            self._htxn = None
+
+    def staged_samples(self, seqs):
+        """(meta, sample bytes as a view) for each seq, in one read transaction; consume each
+        before the next (the view is only valid until then)."""
+        with self.env.begin(db=self.staged, buffers=True) as txn:
             for s in seqs:
-                _, header, payload = _unpack(txn.get(_seq_key(s)))
-                out.append((header, payload))
-            return out
+                v = txn.get(_seq_key(int(s)))
+                if v is None:
+                    raise KeyError(f"{self.path}: sample {int(s)} is not staged")
+                yield _unpack_staged(v)
 
     # shards and samples ---------------------------------------------------------------
     def shard_record(self, name: str) -> dict | None:
@@ -126,11 +179,7 @@ class Catalog:
     def drop_staging(self):
         with self.env.begin(write=True) as txn:
             txn.drop(self.staged, delete=False)
-
-
-def _unpack_header(buf) -> tuple[bytes, dict, bytes]:
-    (n,) = struct.unpack(">I", bytes(buf[1:5]))
-    return bytes(buf[:1]), json.loads(bytes(buf[5 : 5 + n])), b""
+            txn.drop(self.outcomes, delete=False)
 
 
 def compact(path: str):

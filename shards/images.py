@@ -97,17 +97,23 @@ def read_bytes(payload) -> bytes:
         return f.read()
 
 
+def normalise(data: bytes, resize: int | None, quality: int, max_pixels: int):
+    """-> (raw sha256 of the source bytes, jpeg bytes or None, info or the reason it failed)."""
+    digest = hashlib.sha256(data).digest()
+    try:
+        jpg, info = convert(data, resize, quality, max_pixels)
+    except BadImage as err:
+        return digest, None, str(err)
+    return digest, jpg, info
+
+
 def process(task):
-    """Worker entry: (seq, payload, resize, quality, max_pixels) ->
+    """(seq, payload, resize, quality, max_pixels) ->
     (seq, sha256 of the source bytes or None, jpeg bytes or None, info or reason)."""
     seq, payload, resize, quality, max_pixels = task
     try:
         data = read_bytes(payload)
     except OSError as err:
         return seq, None, None, f"cannot read: {err.strerror or err}"
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        jpg, info = convert(data, resize, quality, max_pixels)
-    except BadImage as err:
-        return seq, digest, None, str(err)
-    return seq, digest, jpg, info
+    digest, jpg, info = normalise(data, resize, quality, max_pixels)
+    return seq, digest.hex(), jpg, info

@@ -62,6 +62,7 @@ def merge_manifests(parts: list[str], out: str) -> dict:
     finally:
         mcat.close()
     merged = {k: first[k] for k in ("format", "version", "created_by", "sources", "classes")}
+    merged["class_ids"] = {c: i for i, c in enumerate(first["classes"])}
     merged.update(
         options=dict(first["options"], part_index=None), part=None, merged_from=[p for p, _ in manifests],
         shards=shards, num_samples=sum(s["count"] for s in shards), total_bytes=sum(s["bytes"] for s in shards),

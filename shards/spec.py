@@ -44,6 +44,8 @@ class ShardSpec:
     part_index: int = 0
     part_count: int = 1
     workers: int = 1
+    labels: str | None = None        # CSV/TSV `name,label`: labels by file name or stem, for any source
+    classes: str | None = None       # one class per line: fixes the id order (train and val agree)
 
     # fields that do not change the output bytes: excluded from the fingerprint
     _RUNTIME = ("max_skip_fraction", "workers")
@@ -67,6 +69,10 @@ class ShardSpec:
             raise ValueError(f"part {self.part_index}/{self.part_count}: need 0 <= I < N")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        for name in ("labels", "classes"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, str) or not v):
+                raise ValueError(f"{name} must be a file path or None, got {v!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,5 +87,13 @@ class ShardSpec:
 
 
 def fingerprint(spec: ShardSpec, sources: list[str]) -> str:
-    blob = json.dumps({"options": spec.output_options(), "sources": sources}, sort_keys=True)
+    opts = spec.output_options()
+    for name in ("labels", "classes"):
+        # by content: an edited labels file gives other shards. Absent keys when unused, so
+        # builds made before these options existed keep their fingerprint.
+        path = opts.pop(name)
+        if path is not None:
+            with open(path, "rb") as f:
+                opts[name] = [path, hashlib.sha256(f.read()).hexdigest()]
+    blob = json.dumps({"options": opts, "sources": sources}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()

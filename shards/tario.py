@@ -35,13 +35,28 @@ def member_header(name: str, size: int) -> bytes:
     return h[:148] + b"%06o\0 " % chk + h[156:]
 
 
+def sample_bytes(key: str, components: dict[str, bytes]) -> tuple[bytes, list[tuple[str, int, int]]]:
+    """One sample's tar members (sorted extension order) as they will sit in a shard, and its
+    layout [(ext, data offset from the sample's start, size)]. Built by the worker that
+    converted the image, so writing a shard is a concatenation."""
+    parts, layout, pos = [], [], 0
+    for ext in sorted(components):
+        data = components[ext]
+        head = member_header(f"{key}.{ext}", len(data))
+        pad = (-len(data)) % BLOCK
+        layout.append((ext, pos + len(head), len(data)))
+        parts += (head, data, b"\0" * pad) if pad else (head, data)
+        pos += len(head) + len(data) + pad
+    return b"".join(parts), layout
+
+
 class ShardWriter:
     """Writes one shard to `path + ".tmp"`; `close()` fsyncs and renames it into place."""
 
     def __init__(self, path: str):
         self.path = path
         self.tmp = path + ".tmp"
-        self.f = open(self.tmp, "wb")
+        self.f = open(self.tmp, "wb", buffering=1 << 20)
         self.sha = hashlib.sha256()
         self.pos = 0
         self.index_lines: list[str] = []
@@ -51,21 +66,16 @@ class ShardWriter:
         self.sha.update(b)
         self.pos += len(b)
 
+    def add_sample(self, key: str, blob: bytes, layout) -> dict[str, int]:
+        """Write one sample made by `sample_bytes`. -> {ext: data offset in the shard}."""
+        base = self.pos
+        self._write(blob)
+        self.index_lines.append(" ".join(f"{ext} {base + off} {size} {key}.{ext}" for ext, off, size in layout))
+        return {ext: base + off for ext, off, _ in layout}
+
     def add(self, key: str, components: dict[str, bytes]) -> dict[str, int]:
         """Write one sample; components in sorted extension order. -> {ext: data offset}."""
-        parts, offsets = [], {}
-        for ext in sorted(components):
-            data = components[ext]
-            name = f"{key}.{ext}"
-            self._write(member_header(name, len(data)))
-            offsets[ext] = self.pos
-            self._write(data)
-            pad = (-len(data)) % BLOCK
-            if pad:
-                self._write(b"\0" * pad)
-            parts.append(f"{ext} {offsets[ext]} {len(data)} {name}")
-        self.index_lines.append(" ".join(parts))
-        return offsets
+        return self.add_sample(key, *sample_bytes(key, components))
 
     def close(self) -> tuple[int, str]:
         """Finish the archive atomically. -> (bytes, sha256)."""
@@ -117,3 +127,26 @@ def index_of_tar(path: str) -> str:
             else:
                 samples[-1].append(comp)
     return f"{INDEX_VERSION} {len(samples)}\n" + "".join(" ".join(s) + "\n" for s in samples)
+
+
+class AtomicLines:
+    """Write text lines to `path + ".tmp"` as they come (bounded memory), then fsync and
+    rename into place on a clean exit; a failure leaves the old file, if any, untouched."""
+
+    def __init__(self, path: str):
+        self.path, self.tmp = path, path + ".tmp"
+
+    def __enter__(self):
+        self.f = open(self.tmp, "w", encoding="ascii", buffering=1 << 20)
+        return self.f
+
+    def __exit__(self, kind, *_):
+        if kind is not None:
+            self.f.close()
+            os.remove(self.tmp)
+            return False
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        return False

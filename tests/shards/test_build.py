@@ -148,6 +148,11 @@ def test_every_source_kind_mixed_in_one_call(tmp_path):
     assert by_name["lsun-0"] is None and by_name["lsun-1"] is None
     assert manifest(out)["classes"] == ["bird", "cat", "dog", "fish", "owl"]
     assert all(r.ok for r in verify_shards(str(out)))
+    # workers read files, LMDB records and plain-tar members themselves, the tar.gz is streamed
+    # to them: the same bytes as one process doing everything
+    build_shards([str(s) for s in srcs], str(tmp_path / "j3"), ShardSpec(max_count=4, workers=3), progress=False)
+    assert file_digests(out) == file_digests(tmp_path / "j3")
+    assert (out / "duplicates.jsonl").read_text() == (tmp_path / "j3" / "duplicates.jsonl").read_text()
     # provenance in the catalog
     c = cat.Catalog(str(out / "catalog.lmdb"), readonly=True)
     recs = dict(c.iter_samples())
@@ -235,8 +240,20 @@ def _killed_build(sources, out, spec, where, after):
     import spotart.shards.build as b
 
     calls = {"n": 0}
-    if where == "add":
-        orig = tario.ShardWriter.add
+    if where.startswith("pool"):  # -j 2: the main process dies after a worker's first batch / shard
+        orig_run = b._run
+
+        def run(pool, fn_name, inline, tasks, on_result, limit):
+            def hook(r):
+                calls["n"] += 1
+                if calls["n"] == after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                on_result(r)
+            return orig_run(pool, fn_name, inline, tasks, hook if where == f"pool-{fn_name}" else on_result, limit)
+
+        b._run = run
+    elif where == "add":
+        orig = tario.ShardWriter.add_sample
 
         def hook(self, *a, **k):
             calls["n"] += 1
@@ -244,7 +261,7 @@ def _killed_build(sources, out, spec, where, after):
                 os.kill(os.getpid(), signal.SIGKILL)
             return orig(self, *a, **k)
 
-        tario.ShardWriter.add = hook
+        tario.ShardWriter.add_sample = hook
     else:
         orig = cat.Catalog.put_staged
 
@@ -259,12 +276,13 @@ def _killed_build(sources, out, spec, where, after):
     b.build_shards(sources, out, spec, progress=False)
 
 
-@pytest.mark.parametrize("where,after", [("add", 55), ("staged", 1)])
-def test_resume_after_sigkill_gives_the_clean_build(sample_dir, tmp_path, monkeypatch, where, after):
+@pytest.mark.parametrize("where,after,workers", [("add", 55, 1), ("staged", 1, 1), ("pool-convert", 1, 2),
+                                                 ("pool-write_shard", 1, 2)])
+def test_resume_after_sigkill_gives_the_clean_build(sample_dir, tmp_path, monkeypatch, where, after, workers):
     import spotart.shards.build as b
 
-    monkeypatch.setattr(b, "COMMIT_EVERY", 32)
-    spec = ShardSpec(max_count=40)
+    monkeypatch.setattr(b, "WINDOW", 16)
+    spec = ShardSpec(max_count=40, workers=workers)
     clean, killed = str(tmp_path / "clean"), str(tmp_path / "killed")
     build_shards([sample_dir], clean, spec, progress=False)
     ctx = multiprocessing.get_context("fork")
@@ -272,6 +290,13 @@ def test_resume_after_sigkill_gives_the_clean_build(sample_dir, tmp_path, monkey
     p.start()
     p.join(60)
     assert p.exitcode == -signal.SIGKILL
+    if where == "pool-convert":  # killed mid-convert: some batches staged, not all
+        c = cat.Catalog(os.path.join(killed, "catalog.lmdb"), readonly=True)
+        assert 0 < c.count(c.staged) < 96
+        c.close()
+    if where == "pool-write_shard":  # killed mid-write: a shard on disk, the manifest not
+        assert any(n.endswith(".tar") for n in os.listdir(killed))
+        assert not os.path.exists(os.path.join(killed, "manifest.json"))
     if where == "add":  # killed mid-shard: one finished shard, one half-written temporary file
         assert any(n.endswith(".tar.tmp") for n in os.listdir(killed))
         assert not os.path.exists(os.path.join(killed, "manifest.json"))

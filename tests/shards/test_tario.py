@@ -76,3 +76,53 @@ def test_shard_writer_index_matches_reading_the_tar(tmp_path):
     with tarfile.open(tmp_path / "s.tar") as tf:
         assert [m.name for m in tf][:3] == ["0000.cls", "0000.jpg", "0000.json"]
     assert os.path.getsize(tmp_path / "s.tar") % 10240 == 0 and not os.path.exists(tmp_path / "s.tar.tmp")
+
+
+def nested_tar(path, outer_mode="w"):
+    """An outer archive holding a plain tar, a tar.gz and a top-level file."""
+    def tar_bytes(files, mode):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode=mode) as tf:
+            for name, data in files.items():
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+        return buf.getvalue()
+
+    inner = {"c/x.jpg": b"x" * 700, "y.jpg": b"y" * 1025}
+    outer = {"top.jpg": b"t" * 10, "a/plain.tar": tar_bytes(inner, "w"), "z.tar.gz": tar_bytes(inner, "w:gz")}
+    with open(path, "wb") as f:
+        f.write(tar_bytes(outer, outer_mode))
+    return inner
+
+
+def test_nested_archives_walked_in_place_with_offsets(tmp_path):
+    path = str(tmp_path / "n.tar")
+    inner = nested_tar(path)
+    got = [(m.path, m.offset, m.read()) for m in tarstream.walk(path)]
+    assert [p for p, _, _ in got] == [("top.jpg",), ("a/plain.tar", "c/x.jpg"), ("a/plain.tar", "y.jpg"),
+                                       ("z.tar.gz", "c/x.jpg"), ("z.tar.gz", "y.jpg")]
+    assert [d for _, _, d in got] == [b"t" * 10] + list(inner.values()) * 2
+    raw = open(path, "rb").read()
+    for p, off, data in got[:3]:  # uncompressed all the way down: the data is at its offset in the file
+        assert raw[off : off + len(data)] == data
+    assert [off for _, off, _ in got[3:]] == [None, None]   # under gzip there is no file offset
+    # walked without reading anything: same members (skips seek or stream past the data)
+    assert [m.path for m in tarstream.walk(path)] == [p for p, _, _ in got]
+    assert [m.name for m in tarstream.walk(path, nested=False)] == ["top.jpg", "a/plain.tar", "z.tar.gz"]
+
+
+def test_nested_under_compression_and_truncation(tmp_path):
+    path = str(tmp_path / "n.tar.gz")
+    nested_tar(path, "w:gz")
+    assert [(m.path, m.offset) for m in tarstream.walk(path)][1] == (("a/plain.tar", "c/x.jpg"), None)
+    plain = str(tmp_path / "n.tar")
+    nested_tar(plain)
+    data = open(plain, "rb").read()
+    cut = data.index(b"x" * 700) + 300   # inside the nested tar's first member
+    (tmp_path / "cut.tar").write_bytes(data[:cut])
+    for read in (True, False):  # reading the member, or seeking past it
+        with pytest.raises(tarstream.TarStreamError, match="truncated"):
+            for m in tarstream.walk(str(tmp_path / "cut.tar")):
+                if read:
+                    m.read()

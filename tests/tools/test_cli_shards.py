@@ -49,3 +49,36 @@ def test_part_and_merge_cli(tmp_path):
         assert res.exit_code == 0, res.output
     res = r.invoke(main, ["merge-manifests", str(tmp_path / "p0"), str(tmp_path / "p1"), "--out", str(tmp_path / "all")])
     assert res.exit_code == 0 and "20 samples" in res.output
+
+
+def test_slurm_array_script_builds_parts_that_merge(tmp_path):
+    """tools/slurm/build_shards.sbatch run as 3 array tasks at once (Slurm's environment
+    simulated), then merge-manifests: every image once."""
+    import subprocess
+    import sys
+
+    r = CliRunner()
+    r.invoke(main, ["make-sample", str(tmp_path / "img"), "--count", "30"])
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "slurm", "build_shards.sbatch")
+    out = tmp_path / "set"
+    procs = []
+    for i in range(3):
+        env = dict(os.environ, SLURM_ARRAY_TASK_ID=str(i), SLURM_ARRAY_TASK_COUNT="3", SLURM_ARRAY_TASK_MIN="0",
+                   SLURM_ARRAY_TASK_MAX="2", SLURM_CPUS_PER_TASK="1", SPOTART=f"{sys.executable} -m spotart.tools.cli")
+        procs.append(subprocess.Popen(["bash", script, str(out), str(tmp_path / "img"), "--max-count", "4"], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    assert sorted(os.listdir(out)) == ["part-000", "part-001", "part-002"]
+    res = r.invoke(main, ["merge-manifests", *[str(out / f"part-{i:03d}") for i in range(3)], "--out", str(out)])
+    assert res.exit_code == 0 and "30 samples" in res.output, res.output
+    m = json.loads((out / "manifest.json").read_text())
+    sources = [s for p in range(3) for s in json.loads((out / f"part-{p:03d}" / "manifest.json").read_text())["sources"]]
+    assert m["listed"] == 30 and len(set(sources)) == 1
+    res = r.invoke(main, ["verify-shards", str(out)])
+    assert res.exit_code == 0, res.output
+    # a task re-run alone must be told the number of parts
+    env = dict(os.environ, SLURM_ARRAY_TASK_ID="1", SLURM_ARRAY_TASK_COUNT="1", SLURM_ARRAY_TASK_MIN="1",
+               SLURM_ARRAY_TASK_MAX="1")
+    p = subprocess.run(["bash", script, str(out), str(tmp_path / "img")], env=env, capture_output=True, text=True)
+    assert p.returncode == 2 and "PARTS=N" in p.stderr

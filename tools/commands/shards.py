@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -36,15 +37,23 @@ def make_sample(out, count, size, classes, seed):
 @click.option("--keep-duplicates", is_flag=True, help="Keep byte-identical duplicate files (dropped and counted by default).")
 @click.option("--max-pixels", type=click.IntRange(64), default=89_478_485, **opt, help="Larger images are skipped as decompression bombs.")
 @click.option("--max-skip-fraction", type=click.FloatRange(0, 1), default=0.1, **opt, help="Fail when more than this fraction of images is unreadable.")
-@click.option("--part", default=None, metavar="I/N", help="Build only the I-th of N disjoint parts (array jobs); join with merge-manifests.")
-@click.option("-j", "--workers", type=click.IntRange(1), default=1, **opt, help="Decode/encode worker processes.")
+@click.option("--part", default=None, metavar="I/N", help="Build only the I-th of N disjoint parts (array jobs: tools/slurm/build_shards.sbatch); join with merge-manifests.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="CSV/TSV of name,label (e.g. ImageNet val's ground truth): labels by file name or stem, for any source; they replace folder labels.")
+@click.option("--classes", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Fixes the class ids, so that train and val builds agree: one class per line (wnids.txt, "
+                   "LOC_synset_mapping.txt) or another build's manifest.json.")
+@click.option("-j", "--workers", type=click.IntRange(1), default=1, **opt,
+              help="Processes that read, decode/encode and stage images and write shards, this one included "
+                   "(-j 2: one worker process and the main one). Use the number of cores.")
 @click.option("--overwrite", is_flag=True, help="Delete an existing build in OUT and start over.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def build_shards(sources, out, prefix, max_count, max_size, seed, resize, quality, keep_duplicates, max_pixels,
-                 max_skip_fraction, part, workers, overwrite, no_progress):
+                 max_skip_fraction, part, labels, classes, workers, overwrite, no_progress):
     """Turn image folders (class-per-subfolder gives labels), CSV/TSV file lists (path[,label]),
-    tar/tar.gz archives (streamed) and LMDB databases into shuffled WebDataset shards with DALI
-    index files, manifest.json and an LMDB catalog. A killed build resumes when re-run."""
+    tar/tar.gz archives (archives inside walked in place: ImageNet's train tar of per-class tars
+    gives the classes) and LMDB databases into shuffled WebDataset shards with DALI index
+    files, manifest.json and an LMDB catalog. A killed build resumes when re-run."""
     from spotart.shards.build import BuildError, build_shards as run
     from spotart.shards.spec import ShardSpec, parse_part
 
@@ -52,7 +61,8 @@ def build_shards(sources, out, prefix, max_count, max_size, seed, resize, qualit
         pi, pn = parse_part(part)
         spec = ShardSpec(prefix=prefix, max_count=max_count, max_size=max_size, seed=seed, resize=resize,
                          quality=quality, keep_duplicates=keep_duplicates, max_pixels=max_pixels,
-                         max_skip_fraction=max_skip_fraction, part_index=pi, part_count=pn, workers=workers)
+                         max_skip_fraction=max_skip_fraction, part_index=pi, part_count=pn, workers=workers,
+                         labels=labels and os.path.abspath(labels), classes=classes and os.path.abspath(classes))
         result = run(list(sources), out, spec, overwrite=overwrite, progress=not no_progress)
     except (BuildError, ValueError) as err:
         raise click.ClickException(str(err)) from None
