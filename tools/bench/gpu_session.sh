@@ -180,10 +180,9 @@ for s in $SECTIONS; do
                   --no-trace --out '$RES/profile-alexnet' && cp '$RES/profile-alexnet/report.md' '$RES/profile-alexnet.md'" ;;
     build_scaling)
       if [ -f tools/bench/build_scaling.sh ]; then  # issue 14's shard-build scaling runs (-j 1..16)
-        # called with the archive as its argument; PY, OUT (its output folder), ARCHIVE and WORK in
-        # the environment, whichever it reads
-        run_section build_scaling env PY="$PY" OUT="$RES/build_scaling" ARCHIVE="$DATA_DIR/train-00.tar.gz" \
-          WORK="$WORK/build_scaling" bash tools/bench/build_scaling.sh "$DATA_DIR/train-00.tar.gz"
+        # one round per -j (REPEAT 1) to fit the section's minutes; the medians need a longer call
+        run_section build_scaling env PYTHON="$PY" OUT="$RES/build_scaling" REPEAT="${SCALING_REPEAT:-1}" \
+          bash tools/bench/build_scaling.sh "$DATA_DIR/train-00.tar.gz"
       else
         STATUS[build_scaling]="skipped: tools/bench/build_scaling.sh not in this checkout"
       fi ;;
