@@ -10,7 +10,9 @@ synthetic batches have exactly the task's geometry and countermeasures."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import io
 import os
 
 import numpy as np
@@ -101,6 +103,43 @@ def augment(img, cfg: PipelineConfig):
     return fn.crop(img, crop=[s, s], device=cfg.device)
 
 
+# ---- samples left out -----------------------------------------------------------------------------
+# A decoder error fails the whole batch and leaves the pipeline unusable, and DALI cannot ask
+# its reader for a replacement sample (NVIDIA/DALI#3913). So the loader leaves a bad sample out
+# by removing its jpg from a copy of its shard's index: the reader still yields the sample, in
+# the same place of the same shuffled order, with an empty image, and `guard` hands the decoder a
+# placeholder instead. The batch keeps its size, every random operator its draws and the
+# pipeline its checkpoints; the loader drops the flagged rows (see pipeline/badsamples.py).
+SAMPLE, VALID = "sample", "valid"
+PROBE_ALL = 2**31 - 1  # `guard` replaces every image shorter than this: all of them
+
+
+@functools.lru_cache(maxsize=1)
+def placeholder_jpeg() -> np.ndarray:
+    """A 16 x 16 grey baseline JPEG: any decoder reads it."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(buf, format="JPEG", quality=90)
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def guard(jpg, probe: bool = False):
+    """-> (jpg, valid, sample): images left out (empty) replaced by the placeholder, valid 0 for
+    them, and each sample's origin ("shard.tar:offset:key.jpg", zero-padded bytes). `probe`
+    replaces every image: the loader re-reads a failed batch this way, without decoding it, to
+    learn which samples it held. Only a constant differs, so both graphs take the same
+    checkpoints. One copy of the encoded bytes (cat + slice): small next to decoding them."""
+    ph = placeholder_jpeg()
+    n = jpg.shape(dtype=types.INT32)[0]
+    bad = n < (PROBE_ALL if probe else 1)
+    b = fn.cast(bad, dtype=types.INT32)
+    both = fn.cat(jpg, fn.constant(idata=ph.tolist(), shape=[len(ph)], dtype=types.UINT8), axis=0)
+    out = fn.slice(both, start=b * n, shape=n + b * (len(ph) - n), axes=[0])
+    sample = fn.pad(fn.get_property(jpg, key="source_info"), axes=[0])
+    return out, fn.cast(1 - b, dtype=types.UINT8), sample
+
+
 def read_memory(source):
     """-> (jpg bytes, cls bytes) per sample from `source`, a list of batches, each a pair of lists
     of uint8 arrays (encoded image, ASCII class id or empty), cycled."""
@@ -117,26 +156,33 @@ def pipeline_kwargs(cfg: PipelineConfig, shard_id: int) -> dict:
                 exec_dynamic=True)
 
 
-def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, source=None):
+def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, source=None,
+                   index_paths: list[str] | None = None, probe: bool = False):
     """-> (built DALI pipeline, output names). `checkpoint`: a DALI checkpoint to resume from;
-    `source`: in-memory samples instead of the shards (see `read_memory`)."""
+    `source`: in-memory samples instead of the shards (see `read_memory`). Over shards the
+    outputs end with `valid` and `sample` (see `guard`); `index_paths` replace the shards' own
+    index files (the loader's copies leaving samples out), `probe` replaces every image."""
     shard_id, num_shards = cfg.resolved_rank()
     if source is None:
         tars, idxs, _ = shard_files(cfg)
+        idxs = index_paths or idxs
     gen = importlib.import_module(f"spotart.pipeline.{TASKS[cfg.task][0]}").generate
     names: list[str] = []
 
     @pipeline_def(enable_checkpointing=source is None)
     def pipe():
+        extra = {}
         if source is None:
             jpg, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
+            jpg, extra[VALID], extra[SAMPLE] = guard(jpg, probe)
         else:
             jpg, cls = read_memory(source)
         img, label = images_and_labels(cfg, jpg, cls)
         outs = gen(img, cfg)
         names.extend(outs)
         names.append("label")
-        return (*outs.values(), label)
+        names.extend(extra)
+        return (*outs.values(), label, *extra.values())
 
     kwargs = pipeline_kwargs(cfg, shard_id)
     if checkpoint is not None:

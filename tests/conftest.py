@@ -34,3 +34,33 @@ def sample_shards(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     build_shards([sample_dir], str(out), ShardSpec(max_count=40), progress=False)
     return str(out)
+
+
+def zero_jpgs(shards: str, count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """Zero the encoded bytes of `count` random images in a shard set, as a flaky copy would
+    (tar headers, sizes and index files unchanged). -> [(shard file, key)] damaged."""
+    import json
+    import random
+
+    with open(os.path.join(shards, "manifest.json")) as f:
+        entries = json.load(f)["shards"]
+    jpgs = []
+    for e in entries:
+        with open(os.path.join(shards, e["index"])) as f:
+            for line in f.read().splitlines()[1:]:
+                parts = line.split()
+                for i in range(0, len(parts) - 3, 4):
+                    if parts[i] == "jpg":
+                        jpgs.append((e["path"], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3][:-4]))
+    out = []
+    for shard, off, size, key in random.Random(seed).sample(jpgs, count):
+        with open(os.path.join(shards, shard), "r+b") as f:
+            f.seek(off)
+            f.write(b"\0" * size)
+        out.append((shard, key))
+    return out
+
+
+@pytest.fixture
+def damage():
+    return zero_jpgs

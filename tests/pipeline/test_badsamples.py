@@ -1,0 +1,111 @@
+"""Undecodable samples in real shards: the loader leaves them out and hands out everything else
+exactly as it would have, across epochs and through a saved position."""
+
+import shutil
+
+import pytest
+import torch
+
+from spotart.pipeline.badsamples import BadSample, parse_origin
+from spotart.pipeline.config import PipelineConfig
+from spotart.pipeline.loader import DaliLoader
+
+
+def cfg(shards, **kw):
+    base = dict(shards=shards, task="artifacts", batch_size=8, image_size=32, device="cpu", num_threads=1,
+                initial_fill=32, params={"mask_size": 2})
+    base.update(kw)
+    return PipelineConfig(**base)
+
+
+@pytest.fixture
+def broken(sample_shards, tmp_path, damage):
+    d = tmp_path / "broken"
+    shutil.copytree(sample_shards, d)
+    return str(d), damage(str(d), 2, seed=5)
+
+
+def without_row(clean: dict, short: dict) -> bool:
+    """`short` is `clean` less one row (every output, bitwise)."""
+    n = clean["image"].shape[0]
+    for i in range(n):
+        keep = [j for j in range(n) if j != i]
+        if all(torch.equal(clean[k][keep], short[k]) for k in clean):
+            return True
+    return False
+
+
+def test_bad_samples_are_left_out_and_everything_else_is_unchanged(sample_shards, broken):
+    shards, damaged = broken
+    found = []
+    clean, dirty = DaliLoader(cfg(sample_shards)), DaliLoader(cfg(shards), on_bad=found.extend)
+    for epoch in range(2):
+        a, b = list(clean), list(dirty)
+        assert len(a) == len(b) == len(clean) == 12
+        short = 0
+        for x, y in zip(a, b, strict=True):
+            if y["image"].shape[0] == x["image"].shape[0]:
+                assert all(torch.equal(x[k], y[k]) for k in x)  # images, masks, labels
+            else:
+                short += 1
+                assert without_row(x, y)
+        assert short == 2  # each bad sample costs its batch one row, every epoch
+    assert sorted((b.shard, b.key) for b in found) == sorted(damaged)
+    assert all(isinstance(b, BadSample) and b.error for b in found) and dirty.bad == found
+
+
+def test_a_saved_position_keeps_its_exclusions_and_resumes_exactly(broken):
+    shards, damaged = broken
+    first = DaliLoader(cfg(shards))
+    it = iter(first)
+    seen = [next(it) for _ in range(11)]
+    assert sum(b["image"].shape[0] for b in seen) <= 88
+    state = first.state_dict()
+    ref = list(it) + list(first)
+    again = DaliLoader(cfg(shards), state=state)
+    got = list(again) + list(again)
+    assert len(got) == len(ref) > 0
+    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"]) for x, y in zip(ref, got, strict=True))
+    assert {(b.shard, b.key) for b in again.bad} == set(damaged)
+
+
+def test_an_error_that_is_not_the_datas_is_raised(sample_shards, tmp_path, monkeypatch):
+    import spotart.pipeline.loader as loader_mod
+
+    d = tmp_path / "s"
+    shutil.copytree(sample_shards, d)
+    dl = DaliLoader(cfg(str(d)))
+    real = dl._it
+
+    class Failing:  # the pipeline fails although every sample decodes
+        def __next__(self):
+            raise RuntimeError("Critical error in pipeline: something else")
+
+        def __len__(self):
+            return len(real)
+
+    dl._it = Failing()
+    monkeypatch.setattr(loader_mod.DaliLoader, "_build", lambda self, cp, probe=False: setattr(self, "_it", real if probe else Failing()))
+    with pytest.raises(RuntimeError, match="something else"):
+        next(iter(dl))
+
+
+def test_origins_parse():
+    raw = b"/data/s/shard-000001.tar:13312:0000000070.jpg\0\0"
+    assert parse_origin(raw) == ("/data/s/shard-000001.tar", 13312, "0000000070")
+    assert parse_origin(b"\0\0") is None
+
+
+def test_the_last_position_of_an_epoch_resumes_into_the_next(sample_shards):
+    c = cfg(sample_shards)
+    a = DaliLoader(c)
+    it = iter(a)
+    for _ in range(len(a)):
+        next(it)
+    state = a.state_dict()  # after an epoch's last batch, before its end is seen
+    rest = list(it)
+    assert rest == [] and a.epoch == 1
+    nxt = [b["image"] for b in a]
+    b = DaliLoader(c, state=state)
+    got = [x["image"] for x in b]
+    assert b.epoch == 2 and len(got) == len(nxt) and all(torch.equal(x, y) for x, y in zip(nxt, got, strict=True))
