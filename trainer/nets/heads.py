@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import nn
 
+from .norm import BatchNorm1d
+
 
 class ClassifierHead(nn.Module):
     """conv5 -> adaptive average pool to pool x pool -> fc (BN, ReLU, dropout 0.5) -> `outputs`
@@ -18,7 +20,7 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_channels * pool * pool, hidden, bias=False),
-            nn.BatchNorm1d(hidden),
+            BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, outputs),

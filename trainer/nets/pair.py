@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norm import BatchNorm1d
 from .trunk import Trunk
 
 
 def fc(cin: int, cout: int, dropout: float = 0.5) -> nn.Sequential:
     """Linear (no bias) -> BatchNorm -> ReLU -> dropout: the fc blocks of every pretext head."""
-    return nn.Sequential(nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout), nn.ReLU(inplace=True),
+    return nn.Sequential(nn.Linear(cin, cout, bias=False), BatchNorm1d(cout), nn.ReLU(inplace=True),
                          nn.Dropout(dropout))
 
 
