@@ -15,28 +15,35 @@ from .distributed import DistInfo, mean_across_ranks
 
 
 class Meter:
-    """Running sums of a fixed set of 0-d tensors (the task's logs) within one log interval."""
+    """Running sums of a fixed set of 0-d tensors (the task's logs) within one log interval. A
+    skipped step's logs (`skipped` 1, a device tensor: no sync) are left out of the means, and so
+    are a rank's logs of a step it had no sample for; a window of skipped steps only reads NaN."""
 
     def __init__(self):
         self.names: list[str] | None = None
         self.sums: torch.Tensor | None = None
         self.count = 0
+        self.kept = None
 
-    def add(self, logs: dict):
+    def add(self, logs: dict, skipped: torch.Tensor | None = None):
         vec = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
+        keep = vec.new_ones(()) if skipped is None else 1 - skipped.to(vec)
+        if skipped is not None:
+            vec = torch.where(skipped.bool(), torch.zeros_like(vec), vec)
         if self.names is None:
-            self.names, self.sums = list(logs), vec
+            self.names, self.sums, self.kept = list(logs), vec, keep
         else:
-            self.sums = self.sums + vec
+            self.sums, self.kept = self.sums + vec, self.kept + keep
         self.count += 1
 
     def read(self, info: DistInfo) -> dict:
-        """Means over the interval and over ranks; resets. The one sync point per interval."""
+        """Means over the interval's kept steps of every rank; resets. The one sync point per interval."""
         if not self.count:
             return {}
-        means = mean_across_ranks(self.sums / self.count, info).tolist()
+        totals = mean_across_ranks(torch.cat([self.sums, self.kept.reshape(1)]), info)
+        means = (totals[:-1] / totals[-1]).tolist()
         out = dict(zip(self.names, means))
-        self.names, self.sums, self.count = None, None, 0
+        self.names, self.sums, self.count, self.kept = None, None, 0, None
         return out
 
 
