@@ -5,6 +5,7 @@ interval to RUN/metrics.jsonl and shown on the progress bar."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -12,6 +13,8 @@ import time
 import torch
 
 from .distributed import DistInfo, mean_across_ranks
+
+log = logging.getLogger(__name__)
 
 
 class Meter:
@@ -86,10 +89,17 @@ class MetricsWriter:
         self._f = open(path, "a", buffering=1)
 
     def write(self, record: dict):
-        self._f.write(json.dumps(record, allow_nan=True) + "\n")
+        """A full disk costs the record (said in the log), not the run."""
+        try:
+            self._f.write(json.dumps(record, allow_nan=True) + "\n")
+        except OSError as err:
+            log.error("%s: the record of step %s was not written (%s)", self.path, record.get("step"), err)
 
     def close(self):
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as err:
+            log.error("%s: the last records were not written (%s)", self.path, err)
 
 
 def read_metrics(path: str) -> list[dict]:
