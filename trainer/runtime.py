@@ -83,8 +83,12 @@ def determinism(on: bool):
     and some backward kernels (adaptive pooling, bilinear upsampling, index-add) accumulate with
     atomics in no fixed order. `deterministic=true` turns off cuDNN's benchmark, asks cuDNN and
     cuBLAS for deterministic algorithms (CUBLAS_WORKSPACE_CONFIG, set before CUDA starts) and
-    torch for its deterministic implementations; an operation that has none is named in a
-    warning rather than failing the run. Slower; the CPU is deterministic either way."""
+    torch for its deterministic implementations, and the networks replace the two operations
+    whose backward has none by equivalent forms that do (nets/deterministic.py: bilinear
+    upsampling, adaptive pooling over evenly dividing windows); an operation still without one
+    (e.g. cross-entropy's NLLLoss kernel on CUDA, pooling to a size that does not divide the map)
+    is named in a torch warning rather than failing the run. Slower; the CPU is deterministic
+    either way."""
     if not on:
         yield
         return

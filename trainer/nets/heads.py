@@ -3,9 +3,9 @@ trunk input size; the trunk itself never changes between tasks."""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
+from .deterministic import avg_pool_to
 from .norm import BatchNorm1d
 
 
@@ -27,7 +27,7 @@ class ClassifierHead(nn.Module):
         )
 
     def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(x, self.pool))
+        return self.fc(avg_pool_to(x, self.pool))
 
 
 class MaskHead(nn.Module):

@@ -13,9 +13,9 @@ neighbour by batch-level statistics."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .deterministic import avg_pool_to
 from .norm import BatchNorm1d
 from .trunk import Trunk
 
@@ -36,6 +36,6 @@ class PairNet(nn.Module):
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         b = patch1.shape[0]
-        f = F.adaptive_avg_pool2d(self.trunk(torch.cat([patch1, patch2])), self.pool).flatten(1)
+        f = avg_pool_to(self.trunk(torch.cat([patch1, patch2])), self.pool).flatten(1)
         f = self.fc6(f)
         return self.fc8(self.fc7(torch.cat([f[:b], f[b:]], dim=1)))
