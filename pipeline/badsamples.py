@@ -1,14 +1,16 @@
 """Samples no decoder can read, found while training and left out without stopping the run.
 
 DALI decodes a batch at a time; one undecodable JPEG fails the batch and leaves the pipeline
-unusable. The loader (loader.py) therefore keeps the DALI checkpoint of the last batch it handed
-out and, when a batch fails:
-1. rebuilds the pipeline from that checkpoint in probe mode (`build.guard`: every image replaced
-   by a placeholder, nothing decoded) and reads the batch again: the samples it held, by origin;
-2. decodes each of those samples alone (`undecodable`), with the run's own decoder on the run's
-   device: the ones that fail are the bad ones (if none fails, the error was not the data's and
-   is raised as it was);
-3. leaves them out (`Exclusions`: copies of their shards' index files without their jpg) and
+unusable. Most damage never gets that far: the pipeline's guard (build.guard) flags an image
+without a JPEG start marker, and the loader leaves it out. For the rest the loader (loader.py)
+keeps the DALI checkpoint of the last batch it handed out and, when a batch fails:
+1. takes the sample the error names (DALI's decoders say "Failed to decode sample #i : origin"),
+   or, when it names none, rebuilds the pipeline from that checkpoint in probe mode (every image
+   replaced by a placeholder, nothing decoded), reads the batch again to learn the samples it
+   held, and decodes each alone in full (`undecodable`; a random crop could miss a truncated
+   image's missing rows): the ones that fail are the bad ones. If none is, the error was not
+   the data's and is raised as it was;
+2. leaves them out (`Exclusions`: copies of their shards' index files without their jpg) and
    rebuilds the pipeline from the same checkpoint. The batch comes again, short of the bad
    samples; every other sample, crop and mask is what it would have been.
 The exclusions are part of the loader's saved position, so a resumed run leaves out the same
@@ -34,6 +36,13 @@ class BadSample:
 
     def to_dict(self) -> dict:
         return {"shard": self.shard, "key": self.key, "error": self.error}
+
+
+def named_in(err: BaseException) -> list[tuple[str, int, str]]:
+    """The samples a DALI error message names by origin ("...: /path/shard.tar:OFFSET:KEY.jpg")."""
+    import re
+
+    return [(p, int(o), k.rsplit(".", 1)[0]) for p, o, k in re.findall(r"(\S+\.tar):(\d+):(\S+\.\w+)", str(err))]
 
 
 def parse_origin(raw: bytes) -> tuple[str, int, str] | None:
@@ -133,29 +142,36 @@ def read_jpg(path: str, offset: int, idx_path: str, key: str) -> np.ndarray:
 
 
 def decoder_message(err: BaseException) -> str:
-    """The operator's own words from a DALI pipeline error (after "encountered:"), on one line."""
+    """The operator's own words from a DALI pipeline error (after "encountered:"), on one line,
+    without the origin it may name."""
+    import re
+
     text = str(err)
     _, sep, rest = text.partition("encountered:")
-    body = rest if sep else text
+    body = re.sub(r"\s*:?\s*\S+\.tar:\d+:\S+", "", rest if sep else text).replace(" sample #", " #")
+    body = re.sub(r" #\d+", "", body)
     lines = [ln.strip() for ln in body.splitlines() if ln.strip() and "pipeline object is no longer valid" not in ln]
     return " ".join(lines)[:300] or type(err).__name__
 
 
 def undecodable(cfg, blobs: list[np.ndarray]) -> dict[int, str]:
-    """{i: error} for the encoded images in `blobs` the run's decoder (its device, its crop)
-    cannot turn into an image, each decoded alone. The probe pipeline is rebuilt after each failure."""
+    """{i: error} for the encoded images in `blobs` the run's decoder (its device) cannot turn
+    into an image, each decoded alone and in full. The probe pipeline is rebuilt after each failure."""
     import nvidia.dali.fn as fn
     import nvidia.dali.types as types
     from nvidia.dali import pipeline_def
 
-    from .build import augment, decode, device_id
+    from .build import device_id
 
     one = cfg.replace(batch_size=1)
+    dev = "mixed" if cfg.device == "gpu" else "cpu"
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=device_id(one), prefetch_queue_depth=1,
                   exec_async=False, exec_pipelined=False, seed=cfg.seed)
-    def probe():
-        return augment(decode(fn.external_source(name="jpg", dtype=types.UINT8), one), one)
+    def probe():  # the header parsed first, as in the pipeline's guard, then the whole image decoded
+        jpg = fn.external_source(name="jpg", dtype=types.UINT8)
+        size = jpg.shape(dtype=types.INT64) + 0 * fn.peek_image_shape(jpg, dtype=types.INT64)[0]
+        return fn.decoders.image(fn.reshape(jpg, shape=size), device=dev, output_type=types.RGB)
 
     bad, pipe = {}, None
     for i, blob in enumerate(blobs):

@@ -105,11 +105,16 @@ def augment(img, cfg: PipelineConfig):
 
 # ---- samples left out -----------------------------------------------------------------------------
 # A decoder error fails the whole batch and leaves the pipeline unusable, and DALI cannot ask
-# its reader for a replacement sample (NVIDIA/DALI#3913). So the loader leaves a bad sample out
-# by removing its jpg from a copy of its shard's index: the reader still yields the sample, in
-# the same place of the same shuffled order, with an empty image, and `guard` hands the decoder a
-# placeholder instead. The batch keeps its size, every random operator its draws and the
-# pipeline its checkpoints; the loader drops the flagged rows (see pipeline/badsamples.py).
+# its reader for a replacement sample (NVIDIA/DALI#3913). Worse, DALI 2.4's CPU decoder can crash
+# the process (SIGSEGV) on a JPEG with damaged tables when the batch holds good images too
+# (reproduced in docs/benchmarks.md). So `guard` stands before the decoder: a sample without a
+# JPEG start marker (zeroed, overwritten) becomes a placeholder image and is flagged; every
+# header is parsed by peek_image_shape, which fails cleanly on damage the decoder would crash on,
+# and the loader then finds the sample and leaves it out by removing its jpg from a copy of its
+# shard's index: the reader still yields the sample, in the same place of the same shuffled
+# order, with an empty image, which `guard` replaces too. The batch keeps its size, every random
+# operator its draws and the pipeline its checkpoints; the loader drops the flagged rows and
+# records the samples (see pipeline/badsamples.py).
 SAMPLE, VALID = "sample", "valid"
 PROBE_ALL = 2**31 - 1  # `guard` replaces every image shorter than this: all of them
 
@@ -125,19 +130,23 @@ def placeholder_jpeg() -> np.ndarray:
 
 
 def guard(jpg, probe: bool = False):
-    """-> (jpg, valid, sample): images left out (empty) replaced by the placeholder, valid 0 for
-    them, and each sample's origin ("shard.tar:offset:key.jpg", zero-padded bytes). `probe`
+    """-> (jpg, valid, sample): images left out (empty) or without the JPEG start marker
+    FF D8 FF replaced by the placeholder, valid 0 for them, and each sample's origin
+    ("shard.tar:offset:key.jpg", zero-padded bytes). Every header that reaches the decoder has
+    been parsed first (peek_image_shape: the reshape makes the decoder wait for it). `probe`
     replaces every image: the loader re-reads a failed batch this way, without decoding it, to
     learn which samples it held. Only a constant differs, so both graphs take the same
     checkpoints. One copy of the encoded bytes (cat + slice): small next to decoding them."""
     ph = placeholder_jpeg()
     n = jpg.shape(dtype=types.INT32)[0]
-    bad = n < (PROBE_ALL if probe else 1)
-    b = fn.cast(bad, dtype=types.INT32)
+    head = fn.slice(jpg, start=[0], shape=[3], axes=[0], out_of_bounds_policy="pad", fill_values=0)
+    soi = (head[0] == 255) * (head[1] == 216) * (head[2] == 255)
+    b = fn.cast((n < (PROBE_ALL if probe else 1)) | (soi == 0), dtype=types.INT32)
     both = fn.cat(jpg, fn.constant(idata=ph.tolist(), shape=[len(ph)], dtype=types.UINT8), axis=0)
     out = fn.slice(both, start=b * n, shape=n + b * (len(ph) - n), axes=[0])
+    size = out.shape(dtype=types.INT64) + 0 * fn.peek_image_shape(out, dtype=types.INT64)[0]
     sample = fn.pad(fn.get_property(jpg, key="source_info"), axes=[0])
-    return out, fn.cast(1 - b, dtype=types.UINT8), sample
+    return fn.reshape(out, shape=size), fn.cast(1 - b, dtype=types.UINT8), sample
 
 
 def read_memory(source):

@@ -4,9 +4,10 @@ Yields dicts of torch tensors on the trainer's device, knows its epoch length, a
 restores its exact position through DALI checkpointing (reader position, shuffle buffer and
 random generators), so a resumed run sees the batches it would have seen.
 
-A sample no decoder can read does not end the epoch: the loader finds it, leaves it out and
-yields the batch without it (pipeline/badsamples.py); `bad` lists the samples left out and
-`on_bad` hears of each as it is found."""
+A sample no decoder can read does not end the epoch: the loader finds it (flagged by the
+pipeline's guard, or by re-reading a batch that failed), leaves it out and yields the batch
+without it (pipeline/badsamples.py); `bad` lists the samples left out and `on_bad` hears of each
+as it is found."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import torch
 from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
-from .badsamples import BadSample, Exclusions, parse_origin, read_jpg, undecodable
+from .badsamples import BadSample, Exclusions, decoder_message, named_in, parse_origin, read_jpg, undecodable
 from .build import READER, SAMPLE, VALID, build_pipeline, shard_files
 from .config import PipelineConfig
 
@@ -121,8 +122,9 @@ class DaliLoader:
                 continue
             self._good = self._checkpoint()
             self._pos += 1
-            valid = b.pop(VALID)
-            b.pop(SAMPLE)
+            valid, origins = b.pop(VALID), b.pop(SAMPLE)
+            if not bool(valid.all()):
+                self._flagged(valid, origins)
             yield to_torch(_rows(b, valid), self.cfg, self.device)
         self._exhausted = True
         self.epoch += 1
@@ -131,21 +133,37 @@ class DaliLoader:
         cp = self._it.checkpoints()[0]
         return cp.encode() if isinstance(cp, str) else cp
 
-    # ---- a batch that failed ---------------------------------------------------------------------
+    # ---- bad samples -----------------------------------------------------------------------------
+
+    def _flagged(self, valid: torch.Tensor, origins: torch.Tensor):
+        """Samples the guard replaced that were not left out yet (no JPEG start marker): left out
+        from now on, and reported."""
+        bad = []
+        for row in (~valid.reshape(-1).bool()).nonzero().reshape(-1).tolist():
+            origin = parse_origin(origins[row].numpy().tobytes())
+            if origin is not None:  # an excluded sample has no image, hence no origin
+                bad.append(BadSample(_relative(origin[0], self.cfg.shards), origin[2],
+                                     "no JPEG start marker (zeroed or overwritten)"))
+        self._report(self.exclusions.add(bad))
+
+    def _report(self, new: list[BadSample]):
+        for b in new:
+            log.warning("left out %s of %s: the decoder cannot read it (%s)", b.key, b.shard, b.error)
+        if new and self.on_bad is not None:
+            self.on_bad(new)
+
 
     def _recover(self, err: RuntimeError):
         """Find the samples of the failed batch that no decoder reads, leave them out and rebuild
         the pipeline at the last good batch; `err` again if none of them is bad."""
         self._close()
-        bad = self._find_bad()
-        new = self.exclusions.add(bad)
+        why = decoder_message(err)
+        named = [BadSample(_relative(path, self.cfg.shards), key, why) for path, _, key in named_in(err)]
+        new = self.exclusions.add(named or self._find_bad())
         if not new:
             self._build(self._good)
             raise err
-        for b in new:
-            log.warning("left out %s of %s: the decoder cannot read it (%s)", b.key, b.shard, b.error)
-        if self.on_bad is not None:
-            self.on_bad(new)
+        self._report(new)
         self._build(self._good)
 
     def _find_bad(self) -> list[BadSample]:

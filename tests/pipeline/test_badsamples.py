@@ -18,11 +18,13 @@ def cfg(shards, **kw):
     return PipelineConfig(**base)
 
 
-@pytest.fixture
-def broken(sample_shards, tmp_path, damage):
+@pytest.fixture(params=["zeroed", "tables"])
+def broken(sample_shards, tmp_path, damage, request):
+    """Two samples damaged: zeroed (the pipeline's guard sees no JPEG start marker) or with their
+    tables overwritten (the header parser fails the batch: the loader finds them)."""
     d = tmp_path / "broken"
     shutil.copytree(sample_shards, d)
-    return str(d), damage(str(d), 2, seed=5)
+    return str(d), damage(str(d), 2, seed=5, kind=request.param)
 
 
 def without_row(clean: dict, short: dict) -> bool:
@@ -109,3 +111,25 @@ def test_the_last_position_of_an_epoch_resumes_into_the_next(sample_shards):
     b = DaliLoader(c, state=state)
     got = [x["image"] for x in b]
     assert b.epoch == 2 and len(got) == len(nxt) and all(torch.equal(x, y) for x, y in zip(nxt, got, strict=True))
+
+
+def test_damaged_tables_in_a_full_batch_do_not_crash_the_process(sample_shards, tmp_path, damage):
+    """DALI 2.4's CPU decoder can die with SIGSEGV on a JPEG whose tables are damaged when the
+    batch holds good images too (docs/benchmarks.md); the guard's header parse stops such a
+    sample first. Run in a child process, so that a crash fails the test instead of pytest."""
+    import subprocess
+    import sys
+
+    d = tmp_path / "tables"
+    shutil.copytree(sample_shards, d)
+    damaged = damage(str(d), 4, seed=11, kind="tables")
+    code = (f"from spotart.pipeline.config import PipelineConfig\n"
+            f"from spotart.pipeline.loader import DaliLoader\n"
+            f"c = PipelineConfig(shards={str(d)!r}, task='images', batch_size=48, image_size=32, device='cpu', "
+            f"num_threads=2)\n"
+            f"L = DaliLoader(c)\n"
+            f"n = [sum(b['image'].shape[0] for b in L) for _ in range(3)]\n"
+            f"print(n, sorted((b.shard, b.key) for b in L.bad))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == f"[92, 92, 92] {sorted(damaged)}"

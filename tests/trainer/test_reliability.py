@@ -41,10 +41,10 @@ def skipped(run):
 
 @pytest.fixture
 def broken(sample_shards, tmp_path, damage):
-    def make(n, seed=5):
-        d = tmp_path / f"broken{n}"
+    def make(n, seed=5, kind="zeroed"):
+        d = tmp_path / f"broken{n}{kind}"
         shutil.copytree(sample_shards, d)
-        return str(d), damage(str(d), n, seed=seed)
+        return str(d), damage(str(d), n, seed=seed, kind=kind)
     return make
 
 
@@ -63,8 +63,9 @@ def test_undecodable_samples_are_skipped_logged_and_counted(broken, tmp_path):
     assert all(x["skipped_steps"] == 0 for x in r)
 
 
-def test_a_run_with_bad_samples_resumes_exactly(broken, tmp_path):
-    shards, _ = broken(2)
+@pytest.mark.parametrize("kind", ["zeroed", "tables"])  # flagged by the guard; found after a failed batch
+def test_a_run_with_bad_samples_resumes_exactly(broken, tmp_path, kind):
+    shards, _ = broken(2, kind=kind)
     train(dali_cfg(shards, "steps=14"), str(tmp_path / "a"))
     train(dali_cfg(shards, "steps=14", "stop_after=7"), str(tmp_path / "b"))
     train(dali_cfg(shards, "steps=14"), str(tmp_path / "b"), resume=True)
