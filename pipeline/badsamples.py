@@ -1,9 +1,9 @@
 """Samples no decoder can read, found while training and left out without stopping the run.
 
 DALI decodes a batch at a time; one undecodable JPEG fails the batch and leaves the pipeline
-unusable. Most damage never gets that far: the pipeline's guard (build.guard) flags an image
-without a JPEG start marker, and the loader leaves it out. For the rest the loader (loader.py)
-keeps the DALI checkpoint of the last batch it handed out and, when a batch fails:
+unusable (and DALI's decoder may crash on it: the pipeline parses every header first, see
+build.guard, so that the failure comes from the parser, cleanly). The loader (loader.py) keeps
+the DALI checkpoint of the last batch it handed out and, when a batch fails:
 1. takes the sample the error names (DALI's decoders say "Failed to decode sample #i : origin"),
    or, when it names none, rebuilds the pipeline from that checkpoint in probe mode (every image
    replaced by a placeholder, nothing decoded), reads the batch again to learn the samples it

@@ -106,17 +106,15 @@ def augment(img, cfg: PipelineConfig):
 # ---- samples left out -----------------------------------------------------------------------------
 # A decoder error fails the whole batch and leaves the pipeline unusable, and DALI cannot ask
 # its reader for a replacement sample (NVIDIA/DALI#3913). Worse, DALI 2.4's CPU decoder can crash
-# the process (SIGSEGV) on a JPEG with damaged tables when the batch holds good images too
-# (reproduced in docs/benchmarks.md). So `guard` stands before the decoder: a sample without a
-# JPEG start marker (zeroed, overwritten) becomes a placeholder image and is flagged; every
-# header is parsed by peek_image_shape, which fails cleanly on damage the decoder would crash on,
-# and the loader then finds the sample and leaves it out by removing its jpg from a copy of its
-# shard's index: the reader still yields the sample, in the same place of the same shuffled
-# order, with an empty image, which `guard` replaces too. The batch keeps its size, every random
-# operator its draws and the pipeline its checkpoints; the loader drops the flagged rows and
-# records the samples (see pipeline/badsamples.py).
-SAMPLE, VALID = "sample", "valid"
-PROBE_ALL = 2**31 - 1  # `guard` replaces every image shorter than this: all of them
+# the process (SIGSEGV) on a damaged JPEG when the batch holds good images too (reproduced in
+# docs/benchmarks.md). So every header is parsed by peek_image_shape before the decoder may start:
+# it fails cleanly on the damage the decoder crashes on. The loader then finds the sample and
+# leaves it out by removing its jpg from a copy of its shard's index: the reader still yields the
+# sample, in the same place of the same shuffled order, with an empty image, and `guard` hands the
+# decoder a placeholder instead. The batch keeps its size, every random operator its draws and
+# the pipeline its checkpoints; the loader drops the rows without an origin (a sample left out has
+# none; pipeline/badsamples.py).
+SAMPLE = "sample"
 
 
 @functools.lru_cache(maxsize=1)
@@ -130,23 +128,27 @@ def placeholder_jpeg() -> np.ndarray:
 
 
 def guard(jpg, probe: bool = False):
-    """-> (jpg, valid, sample): images left out (empty) or without the JPEG start marker
-    FF D8 FF replaced by the placeholder, valid 0 for them, and each sample's origin
-    ("shard.tar:offset:key.jpg", zero-padded bytes). Every header that reaches the decoder has
-    been parsed first (peek_image_shape: the reshape makes the decoder wait for it). `probe`
-    replaces every image: the loader re-reads a failed batch this way, without decoding it, to
-    learn which samples it held. Only a constant differs, so both graphs take the same
-    checkpoints. One copy of the encoded bytes (cat + slice): small next to decoding them."""
+    """-> the encoded image for the decoder.
+
+    The placeholder follows every image: decoders stop at an image's end marker, so a real
+    image decodes as it would alone (the same pixels, the same random crop), and an empty one
+    (left out) is the placeholder. `probe` puts the placeholder first instead: every image
+    decodes as the placeholder, and the loader can re-read a failed batch without decoding it.
+    Both graphs hold the same operators in the same order, so they take the same checkpoints.
+    The header parse must finish before the decoder starts: the reshape waits for it."""
     ph = placeholder_jpeg()
-    n = jpg.shape(dtype=types.INT32)[0]
-    head = fn.slice(jpg, start=[0], shape=[3], axes=[0], out_of_bounds_policy="pad", fill_values=0)
-    soi = (head[0] == 255) * (head[1] == 216) * (head[2] == 255)
-    b = fn.cast((n < (PROBE_ALL if probe else 1)) | (soi == 0), dtype=types.INT32)
-    both = fn.cat(jpg, fn.constant(idata=ph.tolist(), shape=[len(ph)], dtype=types.UINT8), axis=0)
-    out = fn.slice(both, start=b * n, shape=n + b * (len(ph) - n), axes=[0])
-    size = out.shape(dtype=types.INT64) + 0 * fn.peek_image_shape(out, dtype=types.INT64)[0]
-    sample = fn.pad(fn.get_property(jpg, key="source_info"), axes=[0])
-    return fn.reshape(out, shape=size), fn.cast(1 - b, dtype=types.UINT8), sample
+    size = len(ph)
+    ph = fn.constant(idata=ph.tolist(), shape=[size], dtype=types.UINT8)
+    length = jpg.shape(dtype=types.INT64)
+    out = fn.cat(ph, jpg, axis=0) if probe else fn.cat(jpg, ph, axis=0)
+    size = length + size + 0 * fn.peek_image_shape(out, dtype=types.INT64)[0:1]
+    return fn.reshape(out, shape=size)
+
+
+def origins(jpg):
+    """Each sample's origin, "shard.tar:offset:key.jpg" (zero-padded bytes; empty for a sample
+    left out: its jpg is not in the index)."""
+    return fn.pad(fn.get_property(jpg, key="source_info"), axes=[0])
 
 
 def read_memory(source):
@@ -169,8 +171,9 @@ def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, s
                    index_paths: list[str] | None = None, probe: bool = False):
     """-> (built DALI pipeline, output names). `checkpoint`: a DALI checkpoint to resume from;
     `source`: in-memory samples instead of the shards (see `read_memory`). Over shards the
-    outputs end with `valid` and `sample` (see `guard`); `index_paths` replace the shards' own
-    index files (the loader's copies leaving samples out), `probe` replaces every image."""
+    outputs end with `sample` (`origins`); `index_paths` replace the shards' own index files
+    (the loader's copies leaving samples out); `probe` replaces every image (see `guard`; a
+    checkpoint restores only into a graph of the same operators)."""
     shard_id, num_shards = cfg.resolved_rank()
     if source is None:
         tars, idxs, _ = shard_files(cfg)
@@ -182,12 +185,14 @@ def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, s
     def pipe():
         extra = {}
         if source is None:
-            jpg, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
-            jpg, extra[VALID], extra[SAMPLE] = guard(jpg, probe)
+            raw, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
+            jpg = guard(raw, probe)
         else:
             jpg, cls = read_memory(source)
         img, label = images_and_labels(cfg, jpg, cls)
         outs = gen(img, cfg)
+        if source is None:
+            extra[SAMPLE] = origins(raw)
         names.extend(outs)
         names.append("label")
         names.extend(extra)

@@ -4,10 +4,9 @@ Yields dicts of torch tensors on the trainer's device, knows its epoch length, a
 restores its exact position through DALI checkpointing (reader position, shuffle buffer and
 random generators), so a resumed run sees the batches it would have seen.
 
-A sample no decoder can read does not end the epoch: the loader finds it (flagged by the
-pipeline's guard, or by re-reading a batch that failed), leaves it out and yields the batch
-without it (pipeline/badsamples.py); `bad` lists the samples left out and `on_bad` hears of each
-as it is found."""
+A sample no decoder can read does not end the epoch: the loader finds it, leaves it out and
+yields the batch without it (pipeline/badsamples.py); `bad` lists the samples left out and
+`on_bad` hears of each as it is found."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from nvidia.dali.plugin.base_iterator import LastBatchPolicy
 from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 from .badsamples import BadSample, Exclusions, decoder_message, named_in, parse_origin, read_jpg, undecodable
-from .build import READER, SAMPLE, VALID, build_pipeline, shard_files
+from .build import READER, SAMPLE, build_pipeline, shard_files
 from .config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -50,12 +49,14 @@ class ShardsChanged(ValueError):
 
 
 def shards_fingerprint(manifest: dict) -> str:
-    return hashlib.sha256(json.dumps([(s["path"], s["count"], s["sha256"]) for s in manifest["shards"]]).encode()).hexdigest()
+    entries = [(s["path"], s["count"], s["sha256"]) for s in manifest["shards"]]
+    return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
-def _rows(batch: dict, valid: torch.Tensor) -> dict:
-    """The batch without the samples left out (`valid` is a host tensor: no device sync)."""
-    keep = valid.reshape(-1).bool()
+def _rows(batch: dict, origins: torch.Tensor) -> dict:
+    """The batch without the samples left out (they have no origin; a host tensor: no device
+    sync)."""
+    keep = (origins != 0).any(dim=1)
     if bool(keep.all()):
         return batch
     return {k: v[keep.to(v.device)] for k, v in batch.items()}
@@ -122,10 +123,7 @@ class DaliLoader:
                 continue
             self._good = self._checkpoint()
             self._pos += 1
-            valid, origins = b.pop(VALID), b.pop(SAMPLE)
-            if not bool(valid.all()):
-                self._flagged(valid, origins)
-            yield to_torch(_rows(b, valid), self.cfg, self.device)
+            yield to_torch(_rows(b, b.pop(SAMPLE)), self.cfg, self.device)
         self._exhausted = True
         self.epoch += 1
 
@@ -134,17 +132,6 @@ class DaliLoader:
         return cp.encode() if isinstance(cp, str) else cp
 
     # ---- bad samples -----------------------------------------------------------------------------
-
-    def _flagged(self, valid: torch.Tensor, origins: torch.Tensor):
-        """Samples the guard replaced that were not left out yet (no JPEG start marker): left out
-        from now on, and reported."""
-        bad = []
-        for row in (~valid.reshape(-1).bool()).nonzero().reshape(-1).tolist():
-            origin = parse_origin(origins[row].numpy().tobytes())
-            if origin is not None:  # an excluded sample has no image, hence no origin
-                bad.append(BadSample(_relative(origin[0], self.cfg.shards), origin[2],
-                                     "no JPEG start marker (zeroed or overwritten)"))
-        self._report(self.exclusions.add(bad))
 
     def _report(self, new: list[BadSample]):
         for b in new:

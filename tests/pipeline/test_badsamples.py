@@ -20,8 +20,8 @@ def cfg(shards, **kw):
 
 @pytest.fixture(params=["zeroed", "tables"])
 def broken(sample_shards, tmp_path, damage, request):
-    """Two samples damaged: zeroed (the pipeline's guard sees no JPEG start marker) or with their
-    tables overwritten (the header parser fails the batch: the loader finds them)."""
+    """Two samples damaged: zeroed (no JPEG start marker) or with their tables overwritten; the
+    header parser fails their batches and the loader finds them."""
     d = tmp_path / "broken"
     shutil.copytree(sample_shards, d)
     return str(d), damage(str(d), 2, seed=5, kind=request.param)
@@ -67,7 +67,8 @@ def test_a_saved_position_keeps_its_exclusions_and_resumes_exactly(broken):
     again = DaliLoader(cfg(shards), state=state)
     got = list(again) + list(again)
     assert len(got) == len(ref) > 0
-    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"]) for x, y in zip(ref, got, strict=True))
+    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"])
+               for x, y in zip(ref, got, strict=True))
     assert {(b.shard, b.key) for b in again.bad} == set(damaged)
 
 
@@ -87,7 +88,8 @@ def test_an_error_that_is_not_the_datas_is_raised(sample_shards, tmp_path, monke
             return len(real)
 
     dl._it = Failing()
-    monkeypatch.setattr(loader_mod.DaliLoader, "_build", lambda self, cp, probe=False: setattr(self, "_it", real if probe else Failing()))
+    monkeypatch.setattr(loader_mod.DaliLoader, "_build",
+                        lambda self, cp, probe=False: setattr(self, "_it", real if probe else Failing()))
     with pytest.raises(RuntimeError, match="something else"):
         next(iter(dl))
 
@@ -133,3 +135,32 @@ def test_damaged_tables_in_a_full_batch_do_not_crash_the_process(sample_shards, 
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip() == f"[92, 92, 92] {sorted(damaged)}"
+
+
+@pytest.mark.gpu
+def test_the_guard_changes_no_pixel_of_the_gpu_decoders(sample_shards):
+    """The placeholder the guard appends after every image must be ignored by nvJPEG and the
+    hardware decoder as it is by the CPU decoder (they stop at the image's end marker)."""
+    import tarfile
+
+    import numpy as np
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    from spotart.pipeline.build import guard
+
+    jpgs = []
+    with tarfile.open(f"{sample_shards}/shard-000000.tar") as tf:
+        jpgs = [np.frombuffer(tf.extractfile(m).read(), np.uint8) for m in tf if m.name.endswith(".jpg")][:16]
+
+    @pipeline_def(batch_size=16, num_threads=2, device_id=0)
+    def pipe():
+        j = fn.external_source(source=lambda: jpgs, batch=True, dtype=types.UINT8)
+        return (fn.decoders.image(j, device="mixed", hw_decoder_load=0.65),
+                fn.decoders.image(guard(j), device="mixed", hw_decoder_load=0.65))
+
+    p = pipe()
+    p.build()
+    a, b = (o.as_cpu() for o in p.run())
+    assert all(np.array_equal(np.array(a[i]), np.array(b[i])) for i in range(16))
