@@ -84,4 +84,5 @@ def preflight(shards: str, full: bool = False) -> None:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise ShardSetError(f"{shards} does not match its manifest: " + "; ".join(problems[:5]) + more
                             + f". Run `spotart verify-shards {shards}` to see every problem and "
-                            f"`spotart verify-shards {shards} --repair` to fix what can be fixed, or rebuild the shards.")
+                            f"`spotart verify-shards {shards} --repair` to fix what can be fixed, or rebuild the "
+                            "shards.")

@@ -91,11 +91,22 @@ def save_checkpoint(path: str, *, models: dict, optimizers: dict, scaler, step: 
         _keep_previous(path)
         os.replace(tmp, path)
         _fsync_dir(d)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        # a failed write inside torch's zip writer surfaces as RuntimeError ("unexpected pos")
+        if not isinstance(err, OSError) and not _nearly_full(d):
+            raise
         raise _write_error(path, tmp, err) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _nearly_full(d: str) -> bool:
+    try:
+        u = shutil.disk_usage(d)
+    except OSError:
+        return False
+    return u.free < max(4 << 20, u.total // 1000)
 
 
 def _keep_previous(path: str):
@@ -121,10 +132,11 @@ def _fsync_dir(d: str):
         os.close(fd)
 
 
-def _write_error(path: str, tmp: str, err: OSError) -> CheckpointWriteError:
-    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+def _write_error(path: str, tmp: str, err: Exception) -> CheckpointWriteError:
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _nearly_full(os.path.dirname(path) or ".")
     if not full:
-        return CheckpointWriteError(f"{path}: writing the checkpoint failed ({err.strerror or err})", False)
+        return CheckpointWriteError(f"{path}: writing the checkpoint failed ({getattr(err, 'strerror', None) or err})",
+                                    False)
     try:
         written = os.path.getsize(tmp) / 2**20 if os.path.exists(tmp) else 0.0
         free = f"{shutil.disk_usage(os.path.dirname(path) or '.').free / 2**20:.0f} MiB free"

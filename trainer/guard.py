@@ -96,6 +96,7 @@ def diverged(cfg, streak: int, step: int, fp16: bool) -> str | None:
         mult = getattr(cfg.params, key, None)
         if mult is not None and mult > 1:
             tips.append(f"a smaller discriminator rate (--set {key}=1; it is {mult:g})")
-    return (f"{streak} steps in a row had a non-finite loss or gradient (max_nonfinite_steps {cfg.max_nonfinite_steps}): "
+    return (f"{streak} steps in a row had a non-finite loss or gradient "
+            f"(max_nonfinite_steps {cfg.max_nonfinite_steps}): "
             f"the run diverged. Stopped at step {step} with a checkpoint of the last finite weights (a skipped step "
             f"changes nothing). Try {', or '.join(tips)}, in a new run directory (--resume keeps the run's config).")

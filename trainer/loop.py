@@ -108,7 +108,8 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
         log.info("training %s (%s preset) for %d steps on %s, %s, %d rank(s), batch %d per rank, %d batches/epoch",
                  cfg.task, cfg.preset, cfg.steps, rt.device, rt.precision, info.world_size, cfg.batch_size,
                  len(loader))
-        writer = MetricsWriter(paths.metrics, resume_step=step if resume else None) if info.is_main else None
+        # a fresh start drops the lines of a run killed before its first checkpoint
+        writer = MetricsWriter(paths.metrics, resume_step=step) if info.is_main else None
         try:
             step, record, signum, halt = _loop(cfg, tr, loader, step, paths, info, rt, stop, writer, skipped)
             summary = _finish(cfg, tr, step, record, signum, halt, info, writer)
@@ -281,7 +282,8 @@ def _save(paths: RunPaths, cfg, tr: Training, loader, step: int, info, rt, final
                             config=cfg.to_dict(), rank_states=states)
             keep_numbered(paths.last, step, cfg.keep_checkpoints)
         except CheckpointWriteError as err:
-            kept = f"{paths.last} still holds the last checkpoint written" if os.path.exists(paths.last) else "no checkpoint yet"
+            kept = (f"{paths.last} still holds the last checkpoint written" if os.path.exists(paths.last)
+                    else "no checkpoint yet")
             if final:
                 raise CheckpointWriteError(f"checkpoint at step {step} not written: {err}; {kept}. Free space, then "
                                            f"continue with `spotart train {paths.root} --resume`", err.full) from None

@@ -110,3 +110,22 @@ def test_a_full_disk_during_build_shards_loses_nothing_and_the_build_resumes(sam
     r = CliRunner().invoke(main, ["build-shards", sample_dir, "--out", out, "--max-count", "40", "--no-progress"])
     assert r.exit_code == 0, r.output
     assert digests(out) == digests(sample_shards)  # as if it had run straight through
+
+
+def test_an_lmdb_error_on_a_full_disk_is_one_line(sample_dir, tmp_path, monkeypatch):
+    """On a full tmpfs LMDB's commit fails with EIO (lmdb.Error), not ENOSPC."""
+    import collections
+
+    import lmdb
+
+    import spotart.tools.commands.shards as cmd
+
+    def put_staged(self, records, new_hashes):
+        raise lmdb.Error("mdb_txn_commit: Input/output error")
+
+    monkeypatch.setattr(cat.Catalog, "put_staged", put_staged)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(cmd.shutil, "disk_usage", lambda d: usage(96 << 20, 95 << 20, 1 << 20))
+    r = CliRunner().invoke(main, ["build-shards", sample_dir, "--out", str(tmp_path / "o"), "--no-progress"])
+    assert r.exit_code == 1 and "no space left" in r.output and "Input/output error" in r.output
+    assert "resumes where it stopped" in r.output and "Traceback" not in r.output

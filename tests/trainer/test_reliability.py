@@ -242,7 +242,8 @@ def test_resume_falls_back_to_the_previous_checkpoint(tmp_path, caplog):
     assert os.path.exists(last + ".unreadable")  # set aside: it never becomes previous.pt
     a, b = recs(straight), recs(run)
     assert len(a) == len(b) == 8 and [x["step"] for x in b] == list(range(1, 9))
-    assert all(x.get("loss_disc") == y.get("loss_disc") and x.get("ae_mse") == y.get("ae_mse") for x, y in zip(a, b, strict=True))
+    assert all(x.get("loss_disc") == y.get("loss_disc") and x.get("ae_mse") == y.get("ae_mse")
+               for x, y in zip(a, b, strict=True))
 
 
 def failing_save(monkeypatch, calls: set):
@@ -300,3 +301,34 @@ def test_deterministic_mode_is_set_for_the_run_and_undone():
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+
+
+def test_a_fresh_start_after_a_kill_before_the_first_checkpoint_keeps_clean_metrics(tmp_path):
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    with open(os.path.join(run, "metrics.jsonl"), "w") as f:  # what a run killed at step 3 leaves
+        f.writelines(json.dumps({"step": s, "ae_mse": 1.0}) + "\n" for s in (1, 2, 3))
+    train(tiny("steps=4", "ae_fraction=0.5", "keep_checkpoints=0"), run)
+    assert [r["step"] for r in recs(run)] == [1, 2, 3, 4]
+
+
+def test_a_zip_writer_error_on_a_full_disk_is_a_full_disk(tmp_path, monkeypatch):
+    """torch's zip writer reports a failed write as RuntimeError ("unexpected pos"), not OSError:
+    with the disk (nearly) full it is a CheckpointWriteError; with room it is raised as it is."""
+    import collections
+
+    def save(obj, f, *a, **kw):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1937920 vs 1937808")
+
+    monkeypatch.setattr(ck.torch, "save", save)
+    usage = collections.namedtuple("usage", "total used free")
+    kw = dict(models={}, optimizers={}, scaler=torch.amp.GradScaler("cpu", enabled=False), step=1, config={},
+              rank_states=[])
+    monkeypatch.setattr(ck.shutil, "disk_usage", lambda d: usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(CheckpointWriteError, match="no space left") as e:
+        ck.save_checkpoint(str(tmp_path / "last.pt"), **kw)
+    assert e.value.full
+    monkeypatch.setattr(ck.shutil, "disk_usage", lambda d: usage(10 << 30, 1 << 30, 9 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        ck.save_checkpoint(str(tmp_path / "last.pt"), **kw)
+    assert os.listdir(tmp_path) == []

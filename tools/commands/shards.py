@@ -13,18 +13,20 @@ opt = dict(show_default=True)
 
 
 def disk_message(err: Exception, out: str, again: str) -> str:
-    """One line for an OSError (or LMDB's DiskError) of a command writing into `out`: for a full
-    disk, how much is free and that re-running resumes (every step of the build is committed
-    atomically, so what was done stays done)."""
-    full = getattr(err, "errno", None) == errno.ENOSPC or type(err).__name__ == "DiskError"
-    if not full:
-        return f"{getattr(err, 'filename', None) or out}: {getattr(err, 'strerror', None) or err}"
+    """One line for an I/O error (OSError, or LMDB's, which on a full tmpfs is EIO rather than
+    ENOSPC) of a command writing into `out`: for a full disk, how much is free and that re-running
+    resumes (every step of the build is committed atomically, so what was done stays done)."""
     try:
-        free = f"{shutil.disk_usage(out).free / 2**20:.0f} MiB free"
+        u = shutil.disk_usage(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)))
+        free, nearly_full = f"{u.free / 2**20:.0f} MiB free", u.free < max(64 << 20, u.total // 100)
     except OSError:
-        free = "free space unknown"
-    return (f"no space left on the device holding {os.path.abspath(out)} ({free}). Nothing already done is lost: "
-            f"free some space and run `{again}` again; it resumes where it stopped.")
+        free, nearly_full = "free space unknown", False
+    full = getattr(err, "errno", None) == errno.ENOSPC or type(err).__name__ == "DiskError" or nearly_full
+    if not full:
+        return (f"{getattr(err, 'filename', None) or out}: {getattr(err, 'strerror', None) or err}. What was done is "
+                f"kept: run {again} again to resume")
+    return (f"no space left on the device holding {os.path.abspath(out)} ({free}; {err}). Nothing already done is "
+            f"lost: free some space and run {again} again; it resumes where it stopped.")
 
 
 @click.command("make-sample")
@@ -74,10 +76,13 @@ def build_shards(sources, out, prefix, max_count, max_size, seed, resize, qualit
         result = run(list(sources), out, spec, overwrite=overwrite, progress=not no_progress)
     except (BuildError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    except Exception as err:  # a full disk (OSError, LMDB's DiskError) or another I/O error
-        if not isinstance(err, OSError) and type(err).__name__ != "DiskError":
+    except Exception as err:  # a full disk (OSError, LMDB's errors) or another I/O error
+        import lmdb
+
+        if not isinstance(err, (OSError, lmdb.Error)):
             raise
-        raise click.ClickException(disk_message(err, out, "the same spotart build-shards command")) from None
+        again = f"the same `spotart build-shards ... --out {out}` command"
+        raise click.ClickException(disk_message(err, out, again)) from None
     click.echo(result.summary())
 
 
@@ -110,7 +115,7 @@ def verify_shards(out, no_decode, repair):
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     except OSError as err:
-        raise click.ClickException(disk_message(err, out, f"spotart verify-shards {out} --repair")) from None
+        raise click.ClickException(disk_message(err, out, f"`spotart verify-shards {out} --repair`")) from None
     for r in fixed:
         click.echo(r.line())
     dropped = sum(len(r.dropped) for r in fixed)

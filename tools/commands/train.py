@@ -81,7 +81,7 @@ def train(task, preset, shards, run_dir, overrides, steps, batch_size, precision
     except OSError as err:  # e.g. a full disk while writing config.json or metrics
         from .shards import disk_message
 
-        raise click.ClickException(disk_message(err, run_dir, f"spotart train {run_dir} --resume")) from None
+        raise click.ClickException(disk_message(err, run_dir, f"`spotart train {run_dir} --resume`")) from None
     last = summary.get("last") or {}
     shown = {k: round(v, 4) for k, v in last.items() if isinstance(v, float)}
     click.echo(f"step {summary['step']}/{cfg.steps} {last.get('phase', '')} {shown}", err=True)
