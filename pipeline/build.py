@@ -11,7 +11,9 @@ synthetic batches have exactly the task's geometry and countermeasures."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import io
 import os
 
 import numpy as np
@@ -103,6 +105,54 @@ def augment(img, cfg: PipelineConfig):
     return fn.crop(img, crop=[s, s], device=cfg.device)
 
 
+# ---- samples left out -----------------------------------------------------------------------------
+# A decoder error fails the whole batch and leaves the pipeline unusable, and DALI cannot ask
+# its reader for a replacement sample (NVIDIA/DALI#3913). Worse, DALI 2.4's CPU decoder can crash
+# the process (SIGSEGV) on a damaged JPEG when the batch holds good images too (reproduced in
+# docs/benchmarks.md). So every header is parsed by peek_image_shape before the decoder may start:
+# it fails cleanly on the damage the decoder crashes on. The loader then finds the sample and
+# leaves it out by removing its jpg from a copy of its shard's index: the reader still yields the
+# sample, in the same place of the same shuffled order, with an empty image, and `guard` hands the
+# decoder a placeholder instead. The batch keeps its size, every random operator its draws and
+# the pipeline its checkpoints; the loader drops the rows without an origin (a sample left out has
+# none; pipeline/badsamples.py).
+SAMPLE = "sample"
+
+
+@functools.lru_cache(maxsize=1)
+def placeholder_jpeg() -> np.ndarray:
+    """A 16 x 16 grey baseline JPEG: any decoder reads it."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (128, 128, 128)).save(buf, format="JPEG", quality=90)
+    return np.frombuffer(buf.getvalue(), np.uint8)
+
+
+def guard(jpg, probe: bool = False):
+    """-> the encoded image for the decoder.
+
+    The placeholder follows every image: decoders stop at an image's end marker, so a real
+    image decodes as it would alone (the same pixels, the same random crop), and an empty one
+    (left out) is the placeholder. `probe` puts the placeholder first instead: every image
+    decodes as the placeholder, and the loader can re-read a failed batch without decoding it.
+    Both graphs hold the same operators in the same order, so they take the same checkpoints.
+    The header parse must finish before the decoder starts: the reshape waits for it."""
+    ph = placeholder_jpeg()
+    size = len(ph)
+    ph = fn.constant(idata=ph.tolist(), shape=[size], dtype=types.UINT8)
+    length = jpg.shape(dtype=types.INT64)
+    out = fn.cat(ph, jpg, axis=0) if probe else fn.cat(jpg, ph, axis=0)
+    size = length + size + 0 * fn.peek_image_shape(out, dtype=types.INT64)[0:1]
+    return fn.reshape(out, shape=size)
+
+
+def origins(jpg):
+    """Each sample's origin, "shard.tar:offset:key.jpg" (zero-padded bytes; empty for a sample
+    left out: its jpg is not in the index)."""
+    return fn.pad(fn.get_property(jpg, key="source_info"), axes=[0])
+
+
 def read_memory(source):
     """-> (jpg bytes, cls bytes) per sample from `source`, a list of batches, each a pair of lists
     of uint8 arrays (encoded image, ASCII class id or empty), cycled."""
@@ -122,26 +172,36 @@ def pipeline_kwargs(cfg: PipelineConfig, shard_id: int) -> dict:
                 exec_dynamic=True)
 
 
-def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, source=None):
+def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, source=None,
+                   index_paths: list[str] | None = None, probe: bool = False):
     """-> (built DALI pipeline, output names). `checkpoint`: a DALI checkpoint to resume from;
-    `source`: in-memory samples instead of the shards (see `read_memory`)."""
+    `source`: in-memory samples instead of the shards (see `read_memory`). Over shards the
+    outputs end with `sample` (`origins`); `index_paths` replace the shards' own index files
+    (the loader's copies leaving samples out); `probe` replaces every image (see `guard`; a
+    checkpoint restores only into a graph of the same operators)."""
     shard_id, num_shards = cfg.resolved_rank()
     if source is None:
         tars, idxs, _ = shard_files(cfg)
+        idxs = index_paths or idxs
     gen = importlib.import_module(f"spotart.pipeline.{TASKS[cfg.task][0]}").generate
     names: list[str] = []
 
     @pipeline_def(enable_checkpointing=source is None)
     def pipe():
+        extra = {}
         if source is None:
-            jpg, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
+            raw, cls = read_shards(cfg, tars, idxs, shard_id, num_shards)
+            jpg = guard(raw, probe)
         else:
             jpg, cls = read_memory(source)
         img, label = images_and_labels(cfg, jpg, cls)
         outs = gen(img, cfg)
+        if source is None:
+            extra[SAMPLE] = origins(raw)
         names.extend(outs)
         names.append("label")
-        return (*outs.values(), label)
+        names.extend(extra)
+        return (*outs.values(), label, *extra.values())
 
     kwargs = pipeline_kwargs(cfg, shard_id)
     if checkpoint is not None:

@@ -162,6 +162,12 @@ class Catalog:
                 txn.put(key.encode(), json.dumps(rec, ensure_ascii=True).encode(), db=self.samples)
             txn.put(name.encode(), json.dumps(info).encode(), db=self.shards)
 
+    def drop_samples(self, keys: list[str]):
+        """Forget samples (verify-shards --repair dropped them from their shard)."""
+        with self.env.begin(write=True, db=self.samples) as txn:
+            for k in keys:
+                txn.delete(k.encode())
+
     def iter_samples(self):
         with self.env.begin(db=self.samples) as txn:
             for k, v in txn.cursor():

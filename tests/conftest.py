@@ -34,3 +34,39 @@ def sample_shards(sample_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
     build_shards([sample_dir], str(out), ShardSpec(max_count=40), progress=False)
     return str(out)
+
+
+def zero_jpgs(shards: str, count: int, seed: int = 0, kind: str = "zeroed") -> list[tuple[str, str]]:
+    """Damage `count` random images in a shard set (tar headers, sizes and index files
+    unchanged): "zeroed", every byte 0, as a flaky copy would; "tables", 256 random bytes after
+    the start marker (the header's tables gone: the decoder fails, or crashes). -> [(shard file,
+    key)] damaged."""
+    import json
+    import random
+
+    with open(os.path.join(shards, "manifest.json")) as f:
+        entries = json.load(f)["shards"]
+    jpgs = []
+    for e in entries:
+        with open(os.path.join(shards, e["index"])) as f:
+            for line in f.read().splitlines()[1:]:
+                parts = line.split()
+                for i in range(0, len(parts) - 3, 4):
+                    if parts[i] == "jpg":
+                        jpgs.append((e["path"], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3][:-4]))
+    out, rng = [], random.Random(seed)
+    for shard, off, size, key in rng.sample(jpgs, count):
+        with open(os.path.join(shards, shard), "r+b") as f:
+            if kind == "zeroed":
+                f.seek(off)
+                f.write(b"\0" * size)
+            else:
+                f.seek(off + 3)
+                f.write(rng.randbytes(min(256, size - 3)))
+        out.append((shard, key))
+    return out
+
+
+@pytest.fixture
+def damage():
+    return zero_jpgs

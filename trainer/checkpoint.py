@@ -3,16 +3,22 @@
 Contents: the unwrapped models' state_dicts (never DDP's `module.` or compile's `_orig_mod.`
 prefixes: the loop saves the canonical modules, not their wrappers), optimiser and GradScaler
 states, the step, the resolved config as a plain dict, and per rank the data position and the
-RNG states. Written to a temporary file in the same directory and renamed over the target, so a
-crash mid-write never leaves a truncated last.pt.
+RNG states. Written to a temporary file in the same directory, fsynced, and renamed over the
+target, then the directory is fsynced: a crash or a power cut never leaves a truncated last.pt.
+The checkpoint it replaces stays as previous.pt (a hard link: no copy, no extra space until
+last.pt is replaced), and `load_latest` falls back to it when last.pt cannot be read. A full
+disk is a `CheckpointWriteError` saying so; the existing checkpoints are untouched.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
+import logging
 import os
 import random
+import shutil
 
 import numpy as np
 import torch
@@ -20,10 +26,21 @@ import torch
 from .config import config_diff
 
 FORMAT = 1
+PREVIOUS = "previous.pt"
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     pass
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint failed (`full`: the disk is full); the files already there are intact."""
+
+    def __init__(self, message: str, full: bool):
+        super().__init__(message)
+        self.full = full
 
 
 def rng_state(device: torch.device) -> dict:
@@ -63,14 +80,70 @@ def save_checkpoint(path: str, *, models: dict, optimizers: dict, scaler, step: 
         "rank_states": rank_states,
         **(extra or {}),
     }
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        _keep_previous(path)
         os.replace(tmp, path)
+        _fsync_dir(d)
+    except (OSError, RuntimeError) as err:
+        # a failed write inside torch's zip writer surfaces as RuntimeError ("unexpected pos")
+        if not isinstance(err, OSError) and not _nearly_full(d):
+            raise
+        raise _write_error(path, tmp, err) from err
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _nearly_full(d: str) -> bool:
+    try:
+        u = shutil.disk_usage(d)
+    except OSError:
+        return False
+    return u.free < max(4 << 20, u.total // 1000)
+
+
+def _keep_previous(path: str):
+    """The checkpoint `path` still holds becomes previous.pt, before `path` is replaced."""
+    if not os.path.isfile(path):
+        return
+    prev = os.path.join(os.path.dirname(path) or ".", PREVIOUS)
+    tmp = prev + ".tmp"
+    if os.path.exists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a file system without hard links
+        shutil.copyfile(path, tmp)
+    os.replace(tmp, prev)
+
+
+def _fsync_dir(d: str):
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(path: str, tmp: str, err: Exception) -> CheckpointWriteError:
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or _nearly_full(os.path.dirname(path) or ".")
+    if not full:
+        return CheckpointWriteError(f"{path}: writing the checkpoint failed ({getattr(err, 'strerror', None) or err})",
+                                    False)
+    try:
+        written = os.path.getsize(tmp) / 2**20 if os.path.exists(tmp) else 0.0
+        free = f"{shutil.disk_usage(os.path.dirname(path) or '.').free / 2**20:.0f} MiB free"
+    except OSError:
+        written, free = 0.0, "free space unknown"
+    return CheckpointWriteError(f"no space left on the device holding {path} ({free}; {written:.0f} MiB of the "
+                                "new checkpoint were written, then removed)", True)
 
 
 def keep_numbered(last: str, step: int, keep: int):
@@ -98,6 +171,24 @@ def load_checkpoint(path: str, device: torch.device | str = "cpu", hint: str = "
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a spotart training checkpoint (format {FORMAT})")
     return ckpt
+
+
+def load_latest(path: str, device: torch.device | str = "cpu", hint: str = "") -> tuple[dict, str]:
+    """(checkpoint, the file it came from): `path`, or previous.pt beside it when `path` cannot be
+    read (said in the log; the unreadable file is set aside as PATH.unreadable, so that the next
+    checkpoint does not keep it as previous.pt)."""
+    try:
+        return load_checkpoint(path, device, hint), path
+    except CheckpointError as err:
+        prev = os.path.join(os.path.dirname(path) or ".", PREVIOUS)
+        if not os.path.isfile(prev):
+            raise
+        ckpt = load_checkpoint(prev, device)
+        if os.path.exists(path):
+            os.replace(path, path + ".unreadable")
+        log.warning("%s; resuming from %s (step %d) instead: the steps after it are done again", err, prev,
+                    int(ckpt["step"]))
+        return ckpt, prev
 
 
 def check_config(ckpt: dict, config: dict, path: str):

@@ -37,7 +37,8 @@ SCHEDULES = ("linear", "constant")
 # Keys that may differ between a run and its resumption: they change how the run is watched and
 # cut, never what it computes.
 RUNTIME_KEYS = frozenset({"log_every", "ckpt_every", "keep_checkpoints", "stop_after", "progress", "compile",
-                          "cpu_threads", "monitor_shards", "monitor_every", "monitor_k", "monitor_images"})
+                          "cpu_threads", "max_bad_samples", "max_nonfinite_steps", "verify",
+                          "monitor_shards", "monitor_every", "monitor_k", "monitor_images"})
 
 # preset -> top-level values, trunk preset name, per-task parameter values
 PRESETS: dict[str, dict] = {
@@ -110,6 +111,11 @@ class TrainConfig:
     stop_after: int = 0                # stop (with a checkpoint) after this many steps of this invocation
     progress: bool = True
     cpu_threads: int = 0               # torch CPU threads, 0: torch's default (see the CLI help)
+    deterministic: bool = False        # deterministic GPU kernels (cuDNN, cuBLAS, torch): bitwise resume, slower
+    # reliability (docs/benchmarks.md, "Reliability")
+    max_bad_samples: int = 10          # undecodable samples left out before the run stops (all ranks together)
+    max_nonfinite_steps: int = 32      # non-finite steps in a row before the run stops (fp16: 2^16 -> 2^-16 scale)
+    verify: bool = False               # hash every shard against the manifest before training (else sizes only)
     # online k-NN monitor (monitor.py): conv5 k-NN top-1 on a labelled shard set every N steps
     monitor_shards: str | None = None
     monitor_every: int = 500
@@ -136,7 +142,8 @@ class TrainConfig:
             raise ValueError(f"hw_decoder_load must be in [0, 1], got {self.hw_decoder_load}")
         for name, low in (("image_size", 16), ("batch_size", 1), ("num_threads", 1), ("prefetch", 1), ("steps", 1),
                           ("log_every", 1), ("ckpt_every", 1), ("keep_checkpoints", 0), ("stop_after", 0),
-                          ("cpu_threads", 0), ("monitor_every", 1), ("monitor_k", 1), ("monitor_images", 2)):
+                          ("cpu_threads", 0), ("max_bad_samples", 0), ("max_nonfinite_steps", 1),
+                          ("monitor_every", 1), ("monitor_k", 1), ("monitor_images", 2)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")

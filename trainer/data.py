@@ -52,18 +52,25 @@ def check_shards(cfg) -> None:
                         f"`spotart build-shards SOURCE --out {cfg.shards}`")
 
 
-def build_loader(cfg, pcfg: PipelineConfig, device):
+def build_loader(cfg, pcfg: PipelineConfig, device, on_bad=None):
     """The loader of the run: DALI over the shards, or (data=synthetic) recorded batches of the
-    same pipeline over procedural images."""
+    same pipeline over procedural images. Before DALI opens the shards, a pre-flight compares
+    them with the manifest (sizes and index files; with cfg.verify every hash, on rank 0).
+    `on_bad`: told of every sample the loader leaves out (see DaliLoader)."""
     if cfg.data == "synthetic":
         return synthetic_batches(pcfg, device)
     from ..pipeline.loader import DaliLoader
+    from .baddata import ShardSetError, preflight
 
     check_shards(cfg)
     manifest = pcfg.manifest()  # clear error when missing
     if not manifest.get("num_samples"):
         raise DataError(f"{cfg.shards}: the shard set is empty (manifest lists no samples); rebuild it")
-    loader = DaliLoader(pcfg, device)
+    try:
+        preflight(cfg.shards, full=cfg.verify and pcfg.resolved_rank()[0] == 0)
+    except ShardSetError as err:
+        raise DataError(str(err)) from None
+    loader = DaliLoader(pcfg, device, on_bad=on_bad)
     if len(loader) == 0:
         _, world = pcfg.resolved_rank()
         raise DataError(f"{cfg.shards}: {manifest['num_samples']} images give no batch of {cfg.batch_size} "

@@ -111,11 +111,18 @@ class StopSignal:
 
     def requested(self) -> int:
         """The signal number every rank agrees to stop on (0: keep going)."""
+        return self.agree()[0]
+
+    def agree(self, count: int = 0) -> tuple[int, int]:
+        """(the signal every rank agrees to stop on (0: keep going), `count` summed over the
+        ranks): one all-gather of two numbers per step on the CPU group."""
         if not self.info.enabled:
-            return self.signum
-        t = torch.tensor([self.signum], dtype=torch.int64)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self._group)
-        return int(t.item())
+            return self.signum, count
+        mine = torch.tensor([self.signum, count], dtype=torch.int64)
+        every = [torch.zeros_like(mine) for _ in range(self.info.world_size)]
+        dist.all_gather(every, mine, group=self._group)
+        table = torch.stack(every)
+        return int(table[:, 0].max()), int(table[:, 1].sum())
 
     def close(self):
         for s, h in self._old.items():

@@ -25,13 +25,15 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from . import distributed
-from .checkpoint import (CheckpointError, check_config, keep_numbered, load_checkpoint, restore, rng_state,
-                         save_checkpoint, set_rng_state, state_digest)
+from .baddata import SkippedLog, too_many
+from .checkpoint import (CheckpointError, CheckpointWriteError, check_config, keep_numbered, load_latest, restore,
+                         rng_state, save_checkpoint, set_rng_state, state_digest)
 from .config import TrainConfig
 from .data import build_loader, endless, pipeline_config
+from .guard import StepGuard, diverged
 from .metrics import Meter, MetricsWriter, Window, postfix
 from .models import Training, build_training
-from .runtime import Runtime, oom_hint, resolve_runtime
+from .runtime import Runtime, determinism, oom_hint, resolve_runtime
 from .step import optimise
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,10 @@ class RunPaths:
     def last(self):
         return os.path.join(self.root, "checkpoints", "last.pt")
 
+    @property
+    def skipped(self):
+        return os.path.join(self.root, "skipped.jsonl")
+
 
 def lr_factor(step_in_phase: int, phase_steps: int, cfg: TrainConfig) -> float:
     """Linear decay from 1 to lr_final over lr_decay_frac of the phase, then flat."""
@@ -87,35 +93,39 @@ def train(cfg: TrainConfig, run_dir: str, resume: bool = False, loader=None) -> 
     if not resume and os.path.exists(paths.last):
         raise FileExistsError(f"{run_dir} already holds a run ({paths.last}); pass --resume to continue it "
                               "or choose a new run directory")
-    with _processes(cfg, paths) as (info, rt, stop):
+    with determinism(cfg.deterministic), _processes(cfg, paths) as (info, rt, stop):
         tr = build_training(cfg, rt)
         torch.manual_seed(cfg.seed + 1 + info.rank)  # dropout etc. differ per rank
         pcfg = pipeline_config(cfg, rt)
-        loader = loader if loader is not None else build_loader(cfg, pcfg, rt.device)
+        skipped = SkippedLog(paths.skipped, info.rank)
+        loader = loader if loader is not None else build_loader(cfg, pcfg, rt.device, on_bad=skipped.add)
         step = _resume(paths, cfg, tr, loader, info, rt) if resume else 0
         if info.is_main:
+            skipped.truncate(step)  # samples found after the checkpoint are found again
             _write_json(paths.config, {"train": cfg.to_dict(), "pipeline": pcfg.to_dict(),
                                        "world_size": info.world_size, "device": str(rt.device),
                                        "precision": rt.precision, "channels_last": rt.channels_last})
         log.info("training %s (%s preset) for %d steps on %s, %s, %d rank(s), batch %d per rank, %d batches/epoch",
                  cfg.task, cfg.preset, cfg.steps, rt.device, rt.precision, info.world_size, cfg.batch_size,
                  len(loader))
-        writer = MetricsWriter(paths.metrics, resume_step=step if resume else None) if info.is_main else None
+        # a fresh start drops the lines of a run killed before its first checkpoint
+        writer = MetricsWriter(paths.metrics, resume_step=step) if info.is_main else None
         monitor = _monitor(cfg, tr, rt) if info.is_main else None
         try:
-            step, record, signum = _loop(cfg, tr, loader, step, paths, info, rt, stop, writer, monitor)
-            summary = _finish(cfg, tr, step, record, signum, info, writer)
+            step, record, signum, halt = _loop(cfg, tr, loader, step, paths, info, rt, stop, writer, skipped, monitor)
+            summary = _finish(cfg, tr, step, record, signum, halt, info, writer)
         finally:
             if writer is not None:
                 writer.close()
         return summary
 
 
-def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer, monitor=None):
-    """Steps from `step` to cfg.steps (or a stop signal, or stop_after). -> (step, last record, signal)."""
+def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer, skipped, monitor=None):
+    """Steps from `step` to cfg.steps (or a stop signal, stop_after, too many bad samples or
+    non-finite steps). -> (step, last record, signal, the message of a halt)."""
     phases = tr.task.phases(cfg)
-    batches, meter, window = endless(loader), Meter(), Window()
-    phase_index, runners, record, signum, start_step = -1, None, {}, 0, step
+    batches, meter, window, guard = endless(loader), Meter(), Window(), StepGuard(tr.models, rt.device)
+    phase_index, runners, record, signum, start_step, halt = -1, None, {}, 0, step, None
     bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True, mininterval=1.0,
                disable=not (info.is_main and cfg.progress))
     if rt.device.type == "cuda":
@@ -129,16 +139,21 @@ def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer, monito
         _set_lr(tr, phase, f)
 
         t0 = time.perf_counter()
+        skipped.step, skipped.epoch = step + 1, getattr(loader, "epoch", 0)  # where a bad sample is found
         batch = next(batches)
         window.add(wait=time.perf_counter() - t0, images=next(iter(batch.values())).shape[0])  # last may be partial
         with oom_hint(cfg, rt):
-            meter.add(optimise(tr.task, runners, batch, phase, cfg, rt, tr.optimizers, tr.params_of, tr.scaler))
+            logs = optimise(tr.task, runners, batch, phase, cfg, rt, tr.optimizers, tr.params_of, tr.scaler, guard)
+            meter.add(logs, skipped=guard.last)
         step += 1
         bar.update(1)
 
+        signum, bad = stop.agree(len(getattr(loader, "bad", ())))  # samples left out, all ranks
         if step % cfg.log_every == 0 or step == phase_start + phase.steps:
             record = {"step": step, "phase": phase.name, "epoch": getattr(loader, "epoch", 0), "lr": cfg.lr * f,
-                      **meter.read(info), **window.read(info.world_size), **_memory(rt)}  # read() syncs
+                      **meter.read(info), **guard.read(), "bad_samples": bad, **window.read(info.world_size),
+                      **_memory(rt)}  # read() syncs
+            halt = diverged(cfg, record["skipped_streak"], step, rt.fp16)
             if writer is not None:
                 writer.write(record)
                 bar.set_postfix(postfix(record), refresh=False)
@@ -146,16 +161,17 @@ def _loop(cfg, tr: Training, loader, step, paths, info, rt, stop, writer, monito
             knn = monitor(tr.task.trunk(tr.models))
             writer.write({"step": step, "phase": phase.name, **knn})
             window.pause(knn["knn_seconds"])  # not the training's time
-        signum = stop.requested()
+        halt = halt or too_many(bad, cfg.max_bad_samples, paths.skipped, cfg.shards, paths.root, step)
         cut = cfg.stop_after and step - start_step >= cfg.stop_after
-        if step % cfg.ckpt_every == 0 or step == cfg.steps or signum or cut:
-            _save(paths, cfg, tr, loader, step, info, rt)
+        end = bool(signum or cut or halt)
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or end:
+            _save(paths, cfg, tr, loader, step, info, rt, final=end or step == cfg.steps)
             if info.is_main:
                 _picture(paths, cfg, tr, batch, step)
-        if signum or cut:
+        if end:
             break
     bar.close()
-    return step, record, signum
+    return step, record, signum, halt
 
 
 # ---- set-up and tear-down ------------------------------------------------------------------------
@@ -169,7 +185,7 @@ def _processes(cfg: TrainConfig, paths: RunPaths):
     stop, file_log, pkg_logger = None, None, logging.getLogger("spotart")
     pkg_level = pkg_logger.level
     try:
-        rt = resolve_runtime(cfg, info.local_rank)
+        rt = resolve_runtime(cfg, info.local_rank, info.world_size)
         if rt.device.type == "cpu" and cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
         stop = distributed.StopSignal(info)  # SIGTERM/SIGINT: checkpoint, then leave
@@ -194,17 +210,18 @@ def _processes(cfg: TrainConfig, paths: RunPaths):
 
 
 def _resume(paths: RunPaths, cfg, tr: Training, loader, info, rt: Runtime) -> int:
-    """Weights, optimisers, scaler, this rank's RNG and data position from last.pt -> its step."""
-    ckpt = load_checkpoint(paths.last, rt.device, hint="nothing to resume: start without --resume")
-    check_config(ckpt, cfg.to_dict(), paths.last)
+    """Weights, optimisers, scaler, this rank's RNG and data position from last.pt (previous.pt
+    when last.pt cannot be read) -> its step."""
+    ckpt, path = load_latest(paths.last, rt.device, hint="nothing to resume: start without --resume")
+    check_config(ckpt, cfg.to_dict(), path)
     restore(ckpt, tr.models, tr.optimizers, tr.scaler)
     states = ckpt["rank_states"]
     if len(states) != info.world_size:
-        raise CheckpointError(f"{paths.last} was written by {len(states)} rank(s); resume it with the same "
+        raise CheckpointError(f"{path} was written by {len(states)} rank(s); resume it with the same "
                               f"number of processes, not {info.world_size}")
     set_rng_state(states[info.rank]["rng"], rt.device)
-    loader.load_state_dict(states[info.rank]["data"])
-    log.info("resumed from %s at step %d", paths.last, int(ckpt["step"]))
+    _restore_data(loader, states[info.rank]["data"])
+    log.info("resumed from %s at step %d", path, int(ckpt["step"]))
     return int(ckpt["step"])
 
 
@@ -216,6 +233,19 @@ def _monitor(cfg, tr: Training, rt):
 
     return KnnMonitor(cfg.monitor_shards, rt, cfg.image_size, k=cfg.monitor_k, max_images=cfg.monitor_images,
                       input_norm=tr.task.input_norm(cfg), num_threads=cfg.num_threads)
+
+
+def _restore_data(loader, state: dict):
+    """The loader's saved position; shards changed since (verify-shards --repair) start the saved
+    epoch afresh, said in the log."""
+    from ..pipeline.loader import ShardsChanged
+
+    try:
+        loader.load_state_dict(state)
+    except ShardsChanged as err:
+        log.warning("%s: the data restarts at the beginning of epoch %d; the run goes on, but not as an exact "
+                    "continuation", err, state["epoch"])
+        loader.restart(state["epoch"])
 
 
 def _write_json(path: str, obj: dict):
@@ -257,14 +287,26 @@ def _memory(rt: Runtime) -> dict:
     return {"gpu_mem_gib": peak}
 
 
-def _save(paths: RunPaths, cfg, tr: Training, loader, step: int, info, rt):
+def _save(paths: RunPaths, cfg, tr: Training, loader, step: int, info, rt, final: bool = True):
     """Checkpoint policy's action: every rank's data position and RNG, so each continues where it
-    stopped; rank 0 writes last.pt atomically (and keeps numbered copies on request)."""
+    stopped; rank 0 writes last.pt atomically (and keeps numbered copies on request). A periodic
+    checkpoint that finds the disk full is an error in the log and training goes on (the last
+    one written stays the resume point; the next tries again); the run's final one raises."""
     states = distributed.gather({"rng": rng_state(rt.device), "data": loader.state_dict()}, info)
     if info.is_main:
-        save_checkpoint(paths.last, models=tr.models, optimizers=tr.optimizers, scaler=tr.scaler, step=step,
-                        config=cfg.to_dict(), rank_states=states)
-        keep_numbered(paths.last, step, cfg.keep_checkpoints)
+        try:
+            save_checkpoint(paths.last, models=tr.models, optimizers=tr.optimizers, scaler=tr.scaler, step=step,
+                            config=cfg.to_dict(), rank_states=states)
+            keep_numbered(paths.last, step, cfg.keep_checkpoints)
+        except CheckpointWriteError as err:
+            kept = (f"{paths.last} still holds the last checkpoint written" if os.path.exists(paths.last)
+                    else "no checkpoint yet")
+            if final:
+                raise CheckpointWriteError(f"checkpoint at step {step} not written: {err}; {kept}. Free space, then "
+                                           f"continue with `spotart train {paths.root} --resume`", err.full) from None
+            log.error("checkpoint at step %d not written: %s; %s. Training goes on; the next checkpoint tries again",
+                      step, err, kept)
+            return
         log.info("checkpoint at step %d: %s", step, paths.last)
 
 
@@ -280,16 +322,18 @@ def _picture(paths: RunPaths, cfg, tr: Training, batch: dict, step: int):
         log.warning("could not draw %s: %s: %s", path, type(err).__name__, err)
 
 
-def _finish(cfg, tr: Training, step, record, signum, info, writer) -> dict:
+def _finish(cfg, tr: Training, step, record, signum, halt, info, writer) -> dict:
     digests = None
     if info.enabled:  # DDP keeps replicas identical; check it, cheaply, once per run
         distributed.broadcast_buffers(tr.models, info)  # each rank's last forward updated its own BN stats
         digests = distributed.gather(state_digest(tr.models), info)
         if len(set(digests)) != 1:
             log.error("ranks ended with different weights: %s", digests)
-    summary = {"step": step, "finished": step >= cfg.steps, "signal": signum, "last": record,
+    summary = {"step": step, "finished": step >= cfg.steps, "signal": signum, "halted": halt, "last": record,
                "rank_digests": digests}
     if writer is not None:
         writer.write({"step": step, "event": "end", **{k: v for k, v in summary.items() if k != "last"}})
         log.info("stopped at step %d%s", step, f" on signal {signum}" if signum else "")
+        if halt:
+            log.error("%s", halt)
     return summary

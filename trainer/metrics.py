@@ -5,6 +5,7 @@ interval to RUN/metrics.jsonl and shown on the progress bar."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -13,30 +14,39 @@ import torch
 
 from .distributed import DistInfo, mean_across_ranks
 
+log = logging.getLogger(__name__)
+
 
 class Meter:
-    """Running sums of a fixed set of 0-d tensors (the task's logs) within one log interval."""
+    """Running sums of a fixed set of 0-d tensors (the task's logs) within one log interval. A
+    skipped step's logs (`skipped` 1, a device tensor: no sync) are left out of the means, and so
+    are a rank's logs of a step it had no sample for; a window of skipped steps only reads NaN."""
 
     def __init__(self):
         self.names: list[str] | None = None
         self.sums: torch.Tensor | None = None
         self.count = 0
+        self.kept = None
 
-    def add(self, logs: dict):
+    def add(self, logs: dict, skipped: torch.Tensor | None = None):
         vec = torch.stack([v.detach().float().reshape(()) for v in logs.values()])
+        keep = vec.new_ones(()) if skipped is None else 1 - skipped.to(vec)
+        if skipped is not None:
+            vec = torch.where(skipped.bool(), torch.zeros_like(vec), vec)
         if self.names is None:
-            self.names, self.sums = list(logs), vec
+            self.names, self.sums, self.kept = list(logs), vec, keep
         else:
-            self.sums = self.sums + vec
+            self.sums, self.kept = self.sums + vec, self.kept + keep
         self.count += 1
 
     def read(self, info: DistInfo) -> dict:
-        """Means over the interval and over ranks; resets. The one sync point per interval."""
+        """Means over the interval's kept steps of every rank; resets. The one sync point per interval."""
         if not self.count:
             return {}
-        means = mean_across_ranks(self.sums / self.count, info).tolist()
+        totals = mean_across_ranks(torch.cat([self.sums, self.kept.reshape(1)]), info)
+        means = (totals[:-1] / totals[-1]).tolist()
         out = dict(zip(self.names, means))
-        self.names, self.sums, self.count = None, None, 0
+        self.names, self.sums, self.count, self.kept = None, None, 0, None
         return out
 
 
@@ -83,10 +93,17 @@ class MetricsWriter:
         self._f = open(path, "a", buffering=1)
 
     def write(self, record: dict):
-        self._f.write(json.dumps(record, allow_nan=True) + "\n")
+        """A full disk costs the record (said in the log), not the run."""
+        try:
+            self._f.write(json.dumps(record, allow_nan=True) + "\n")
+        except OSError as err:
+            log.error("%s: the record of step %s was not written (%s)", self.path, record.get("step"), err)
 
     def close(self):
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError as err:
+            log.error("%s: the last records were not written (%s)", self.path, err)
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -78,11 +78,12 @@ class Task:
     def build_optimizer(self, name: str, params: list, cfg) -> torch.optim.Optimizer:
         """Default: Adam with cfg's betas/eps at cfg.lr x lr_scale(name), L2 on conv and linear
         weights only (not biases or normalisation parameters). The loop's schedule scales from
-        these base rates."""
+        these base rates. Fused: one kernel per step, and it can skip a non-finite step on the
+        device (guard.py)."""
         decay = [p for p in params if p.ndim > 1]
         rest = [p for p in params if p.ndim <= 1]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-        return torch.optim.Adam(groups, lr=cfg.lr * self.lr_scale(name, cfg), betas=cfg.betas, eps=cfg.eps)
+        return torch.optim.Adam(groups, lr=cfg.lr * self.lr_scale(name, cfg), betas=cfg.betas, eps=cfg.eps, fused=True)
 
     def enter_phase(self, models: dict, phase: Phase) -> dict[str, nn.Module]:
         """Freeze/unfreeze and set train/eval modes for `phase`; return the modules the step runs

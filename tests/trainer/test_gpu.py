@@ -97,20 +97,42 @@ def test_compiled_training_matches_eager(tmp_path):
                 assert rb[k] == pytest.approx(ra[k], rel=1e-2, abs=1e-4), (ra["step"], k)
 
 
-def test_gpu_resume_is_exact_in_fp32(tmp_path):
-    args = ("precision=fp32", "channels_last=false", "ckpt_every=100")
+def straight_and_resumed(tmp_path, *args):
     _, _, a = run_tiny(tmp_path, "a", *args)
     run_tiny(tmp_path, "b", *args, "stop_after=4")
     cfg = build_config("artifacts", "tiny", ["data=synthetic", "progress=false", "log_every=1", "steps=8",
                                              "ae_fraction=0.5", *args])
     train(cfg, str(tmp_path / "b"), resume=True)
     b = [r for r in read_metrics(str(tmp_path / "b" / "metrics.jsonl")) if "event" not in r]
-    assert len(a) == len(b) == 8
+    assert len(a) == len(b) == 8 and [r["step"] for r in b] == list(range(1, 9))
+    return a, b
+
+
+def test_gpu_resume_is_exact_in_fp32(tmp_path):
+    """Without deterministic=true "exact" on the GPU means: the same data and the same starting
+    state, then steps equal to float tolerance (runtime.determinism says why)."""
+    a, b = straight_and_resumed(tmp_path, "precision=fp32", "channels_last=false", "ckpt_every=100")
     for ra, rb in zip(a, b, strict=True):
         for k in ("ae_mse", "loss_disc", "loss_repair"):
             if k in ra:
                 # cuDNN may pick other algorithms after a restart: equal to float tolerance
                 assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), (ra["step"], k)
+
+
+def test_gpu_resume_is_bitwise_with_deterministic(tmp_path):
+    """deterministic=true: deterministic cuDNN/cuBLAS kernels, and the autoencoder's upsampling and
+    the heads' pooling in forms without atomics (nets/deterministic.py): resumed == straight."""
+    a, b = straight_and_resumed(tmp_path, "precision=fp32", "channels_last=false", "ckpt_every=100",
+                                "deterministic=true")
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("ae_mse", "loss_disc", "loss_repair", "mask_acc"):
+            if k in ra:
+                assert ra[k] == rb[k], (ra["step"], k)
+    wa = load_checkpoint(str(tmp_path / "a" / "checkpoints" / "last.pt"))["models"]
+    wb = load_checkpoint(str(tmp_path / "b" / "checkpoints" / "last.pt"))["models"]
+    import torch
+
+    assert all(torch.equal(v, wb[n][k]) for n in wa for k, v in wa[n].items())
 
 
 def test_dali_gpu_pipeline_feeds_the_trainer(sample_shards, tmp_path):

@@ -85,3 +85,19 @@ def test_autoencoder_code_is_size_over_2_to_the_depth_and_output_in_range(channe
     assert phi.shape == (2, channels[-1], m, m)
     assert out.shape == (2, 3, size, size) and out.abs().max() <= 1
     assert len(ae.decoder.levels) == len(channels) + 1  # D1 .. D_{L+1}
+
+
+def test_deterministic_forms_compute_the_same():
+    """The forms used with deterministic=true (nets/deterministic.py) give what the usual
+    kernels give: bilinear x2 upsampling and adaptive average pooling."""
+    import torch.nn.functional as F
+
+    from spotart.trainer.nets.deterministic import avg_pool_to, bilinear_up2
+
+    x = torch.randn(2, 5, 6, 10, dtype=torch.float64)
+    ref = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    assert torch.allclose(bilinear_up2(x, exact_kernels=True), ref, atol=1e-12)
+    assert torch.equal(bilinear_up2(x), ref)  # on the CPU the usual kernel runs
+    for n in (1, 2):
+        assert torch.allclose(avg_pool_to(x, n, exact_kernels=True), F.adaptive_avg_pool2d(x, n), atol=1e-12)
+    assert torch.equal(avg_pool_to(x, 4, exact_kernels=True), F.adaptive_avg_pool2d(x, 4))  # 6 % 4: adaptive

@@ -46,7 +46,7 @@ class Generator:
         return {"pairs": {k: tuple(t.detach().float().cpu() for t in v) for k, v in pairs.items()}}
 
     def _artifacts(self, batch):
-        from ...trainer.damage import damage, local_average, upsample_mask
+        from ...trainer.damage import damage, upsample_mask
 
         x, omega = batch["image"], batch["mask"]
         phi, real = self.models["autoencoder"](x, return_code=True)

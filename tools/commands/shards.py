@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import sys
 
 import click
 
 opt = dict(show_default=True)
+
+
+def disk_message(err: Exception, out: str, again: str) -> str:
+    """One line for an I/O error (OSError, or LMDB's, which on a full tmpfs is EIO rather than
+    ENOSPC) of a command writing into `out`: for a full disk, how much is free and that re-running
+    resumes (every step of the build is committed atomically, so what was done stays done)."""
+    try:
+        u = shutil.disk_usage(out if os.path.exists(out) else os.path.dirname(os.path.abspath(out)))
+        free, nearly_full = f"{u.free / 2**20:.0f} MiB free", u.free < max(64 << 20, u.total // 100)
+    except OSError:
+        free, nearly_full = "free space unknown", False
+    full = getattr(err, "errno", None) == errno.ENOSPC or type(err).__name__ == "DiskError" or nearly_full
+    if not full:
+        return (f"{getattr(err, 'filename', None) or out}: {getattr(err, 'strerror', None) or err}. What was done is "
+                f"kept: run {again} again to resume")
+    return (f"no space left on the device holding {os.path.abspath(out)} ({free}; {err}). Nothing already done is "
+            f"lost: free some space and run {again} again; it resumes where it stopped.")
 
 
 @click.command("make-sample")
@@ -66,27 +85,52 @@ def build_shards(sources, out, prefix, max_count, max_size, seed, resize, qualit
         result = run(list(sources), out, spec, overwrite=overwrite, progress=not no_progress)
     except (BuildError, ValueError) as err:
         raise click.ClickException(str(err)) from None
+    except Exception as err:  # a full disk (OSError, LMDB's errors) or another I/O error
+        import lmdb
+
+        if not isinstance(err, (OSError, lmdb.Error)):
+            raise
+        again = f"the same `spotart build-shards ... --out {out}` command"
+        raise click.ClickException(disk_message(err, out, again)) from None
     click.echo(result.summary())
 
 
 @click.command("verify-shards")
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 @click.option("--no-decode", is_flag=True, help="Skip decoding every image (sha256, counts and index only).")
-def verify_shards(out, no_decode):
+@click.option("--repair", is_flag=True,
+              help="Rewrite each failed shard without the samples that do not decode (PIL or DALI's decoder) or have "
+                   "a bad class id, with a new index; update the manifest and catalog; list what was dropped.")
+def verify_shards(out, no_decode, repair):
     """Re-check every shard in OUT against manifest.json (sha256, counts), that each image decodes
-    and that the index files match the tars. Exits non-zero on any mismatch."""
-    from spotart.shards.verify import verify_shards as run
+    and that the index files match the tars. Exits non-zero on any mismatch (with --repair: on
+    any shard that could not be repaired)."""
+    from spotart.shards.verify import repair_shards, verify_shards as run
 
-    bad = n = 0
+    if repair and no_decode:
+        raise click.UsageError("--repair decodes every image of a failed shard; drop --no-decode")
+    reports = []
     try:
         for rep in run(out, decode=not no_decode):
-            n += 1
-            bad += not rep.ok
+            reports.append(rep)
             click.echo(rep.line())
+        bad = sum(not r.ok for r in reports)
+        click.echo(f"{len(reports) - bad} of {len(reports)} shards ok")
+        if not (repair and bad):
+            if bad:
+                sys.exit(1)
+            return
+        fixed = repair_shards(out, reports)
     except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"{n - bad} of {n} shards ok")
-    if bad:
+    except OSError as err:
+        raise click.ClickException(disk_message(err, out, f"`spotart verify-shards {out} --repair`")) from None
+    for r in fixed:
+        click.echo(r.line())
+    dropped = sum(len(r.dropped) for r in fixed)
+    click.echo(f"repaired {sum(r.error is None for r in fixed)} of {len(fixed)} shards: {dropped} samples dropped; "
+               f"manifest.json, the index files and the catalog updated")
+    if any(r.error for r in fixed):
         sys.exit(1)
 
 

@@ -11,8 +11,9 @@ D_L: upsampling + conv to the stem width; D_{L+1}: 3x3 conv to RGB + tanh (image
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
+
+from .deterministic import bilinear_up2
 
 
 def conv_bn_act(cin, cout, k=3, stride=1):
@@ -31,7 +32,7 @@ class Up(nn.Module):
         self.conv = conv_bn_act(cin, cout)
 
     def forward(self, x):
-        return self.conv(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+        return self.conv(bilinear_up2(x))
 
 
 class ToRGB(nn.Module):

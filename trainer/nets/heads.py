@@ -3,8 +3,10 @@ trunk input size; the trunk itself never changes between tasks."""
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
+
+from .deterministic import avg_pool_to
+from .norm import BatchNorm1d
 
 
 class ClassifierHead(nn.Module):
@@ -18,14 +20,14 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Sequential(
             nn.Flatten(),
             nn.Linear(in_channels * pool * pool, hidden, bias=False),
-            nn.BatchNorm1d(hidden),
+            BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, outputs),
         )
 
     def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(x, self.pool))
+        return self.fc(avg_pool_to(x, self.pool))
 
 
 class MaskHead(nn.Module):

@@ -9,9 +9,9 @@ the trunk is the one every task shares (its preset's conv1 stride), so the featu
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .deterministic import avg_pool_to
 from .pair import fc
 from .trunk import Trunk
 
@@ -30,5 +30,5 @@ class JigsawNet(nn.Module):
         if n != self.tiles:
             raise ValueError(f"expected {self.tiles} tiles per puzzle, got {n}")
         f = self.trunk(tiles.flatten(0, 1))
-        f = self.fc6(F.adaptive_avg_pool2d(f, self.pool).flatten(1))
+        f = self.fc6(avg_pool_to(f, self.pool).flatten(1))
         return self.fc8(self.fc7(f.reshape(b, n * f.shape[1])))

@@ -13,15 +13,16 @@ neighbour by batch-level statistics."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .deterministic import avg_pool_to
+from .norm import BatchNorm1d
 from .trunk import Trunk
 
 
 def fc(cin: int, cout: int, dropout: float = 0.5) -> nn.Sequential:
     """Linear (no bias) -> BatchNorm -> ReLU -> dropout: the fc blocks of every pretext head."""
-    return nn.Sequential(nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout), nn.ReLU(inplace=True),
+    return nn.Sequential(nn.Linear(cin, cout, bias=False), BatchNorm1d(cout), nn.ReLU(inplace=True),
                          nn.Dropout(dropout))
 
 
@@ -35,6 +36,6 @@ class PairNet(nn.Module):
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
         b = patch1.shape[0]
-        f = F.adaptive_avg_pool2d(self.trunk(torch.cat([patch1, patch2])), self.pool).flatten(1)
+        f = avg_pool_to(self.trunk(torch.cat([patch1, patch2])), self.pool).flatten(1)
         f = self.fc6(f)
         return self.fc8(self.fc7(torch.cat([f[:b], f[b:]], dim=1)))
