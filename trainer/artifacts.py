@@ -77,6 +77,12 @@ class ArtifactsTaskParams:
     head_hidden: int = 1024     # width of the real/fake head's fc layer
     head_pool: int = 4          # conv5 is pooled to head_pool x head_pool for that head
     disc_lr_mult: float = 1.0   # C's learning rate = lr x this (code: 1); >1 is the two-time-scale rule
+    # R's objective. "paper": swapped-label CE + rec_weight x masked MSE (the paper's minimax).
+    # "code": the released code's, which also adds C's own loss (real-label CE + mask_weight x
+    # mask BCE) to R's (docs/artifact-diagnostics.md section 3): R cooperates on the mask and
+    # pushes C's real/fake output towards 0.5 rather than towards "real".
+    repair_objective: str = "paper"
+    ae_init: str | None = None  # a run's checkpoint whose autoencoder to start from (experiments)
 
     def __post_init__(self):
         ch = tuple(int(c) for c in self.enc_channels)
@@ -94,6 +100,8 @@ class ArtifactsTaskParams:
             raise ValueError(f"disc_lr_mult must be > 0, got {self.disc_lr_mult}")
         if self.head_hidden < 1 or self.head_pool < 1:
             raise ValueError("head_hidden and head_pool must be >= 1")
+        if self.repair_objective not in ("paper", "code"):
+            raise ValueError(f"repair_objective must be 'paper' or 'code', got {self.repair_objective!r}")
 
 
 def mask_size(cfg) -> int:
@@ -131,6 +139,10 @@ class ArtifactsTask(Task):
     def build_models(self, cfg):
         p = cfg.params
         ae = AutoEncoder(p.enc_stem, p.enc_channels)
+        if p.ae_init:
+            from .checkpoint import load_checkpoint
+
+            ae.load_state_dict(load_checkpoint(p.ae_init, "cpu")["models"]["autoencoder"], strict=True)
         return {
             "autoencoder": ae,
             "repair": RepairNet(ae.decoder),
@@ -202,6 +214,8 @@ class ArtifactsTask(Task):
         rec = L.masked_mse(fake, x, upsample_mask(omega_f, x.shape[-2:]))
         loss_disc = loss_cls + p.mask_weight * loss_mask
         loss_repair = p.adv_weight * loss_adv + p.rec_weight * rec
+        if p.repair_objective == "code":
+            loss_repair = loss_repair + loss_disc
 
         acc_real, acc_fake = L.real_fake_accuracy(logits[:b], logits[b:])
         logs = {
