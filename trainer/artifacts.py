@@ -82,6 +82,7 @@ class ArtifactsTaskParams:
     # mask BCE) to R's (docs/artifact-diagnostics.md section 3): R cooperates on the mask and
     # pushes C's real/fake output towards 0.5 rather than towards "real".
     repair_objective: str = "paper"
+    repair_lr_mult: float = 1.0  # R's learning rate = lr x this (code: 1)
     ae_init: str | None = None  # a run's checkpoint whose autoencoder to start from (experiments)
 
     def __post_init__(self):
@@ -96,8 +97,8 @@ class ArtifactsTaskParams:
         for name in ("ae_weight", "adv_weight", "rec_weight", "mask_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.disc_lr_mult <= 0:
-            raise ValueError(f"disc_lr_mult must be > 0, got {self.disc_lr_mult}")
+        if self.disc_lr_mult <= 0 or self.repair_lr_mult <= 0:
+            raise ValueError(f"disc_lr_mult and repair_lr_mult must be > 0, got {self.disc_lr_mult}, {self.repair_lr_mult}")
         if self.head_hidden < 1 or self.head_pool < 1:
             raise ValueError("head_hidden and head_pool must be >= 1")
         if self.repair_objective not in ("paper", "code"):
@@ -164,7 +165,7 @@ class ArtifactsTask(Task):
     def lr_scale(self, name, cfg):
         # a short run's C must get ahead of the repair network before the game can teach it
         # anything (two-time-scale update rule, Heusel et al. 2017)
-        return cfg.params.disc_lr_mult if name == "disc" else 1.0
+        return {"disc": cfg.params.disc_lr_mult, "repair": cfg.params.repair_lr_mult}.get(name, 1.0)
 
     def enter_phase(self, models, phase):
         ae, repair, disc = models["autoencoder"], models["repair"], models["disc"]
