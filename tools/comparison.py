@@ -47,7 +47,12 @@ def _pretext(task: str, runs: list[dict]) -> str:
         return "-"
     m, s = mean_std(vals)
     ch = f" (chance {chance(runs[0]['config']):.3g})" if chance else ""
-    return f"{key} {m:.3f} ± {s:.3f}{ch}"
+    text = f"{key} {m:.3f} ± {s:.3f}{ch}"
+    for extra in ("acc_real", "acc_fake") if task == "artifacts" else ():  # real/fake health beside the mask's
+        more = [r["pretext"][extra] for r in runs if extra in (r.get("pretext") or {})]
+        if more:
+            text += f", {extra} {mean_std(more)[0]:.3f} ± {mean_std(more)[1]:.3f}"
+    return text
 
 
 def table(results: dict, info: dict) -> str:
@@ -62,7 +67,9 @@ def table(results: dict, info: dict) -> str:
         f"- budget: {info['budget']}; preset `{info['preset']}`",
         f"- data: tiny-imagenet-a, train {info['train_images']} images, val {info['val_images']} images, "
         f"{info['classes']} classes",
-        f"- linear protocol: frozen trunk, features pooled to ~{info['dims']} dims per layer, "
+        f"- linear protocol: frozen trunk trained on {info.get('probe_train_images', info['train_images'])} "
+        f"labelled train images, every row probed at {info.get('probe_size', 'its own')} px, "
+        f"features pooled to ~{info['dims']} dims per layer, "
         f"{info['eval_epochs']} epoch(s), {info['features']}; chance top-1 {100 / info['classes']:.1f}%",
         f"- seeds: {', '.join(map(str, seeds))} (training and probe); cells are mean ± sample std over seeds",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n",
@@ -93,18 +100,19 @@ def table(results: dict, info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def geometry_row(task: str, preset: str, overrides=()) -> dict:
-    """What the trunk of `task` sees at `preset`: its pretext input and the probe's (the
-    backbone's own image size), with conv1..conv5 sides for each."""
+def geometry_row(task: str, preset: str, overrides=(), probe_size: int | None = None) -> dict:
+    """What the trunk of `task` sees at `preset`: its pretext input and the probe's (`probe_size`,
+    else the backbone's own image size), with conv1..conv5 sides for each."""
     from ..trainer.config import build_config
     from ..trainer.tasks import get_task
 
     cfg = build_config(task, preset, ["data=synthetic", *overrides])
     t = get_task(task)
     size = t.pretext_input_size(cfg)
+    probe = probe_size or cfg.image_size
     return {"task": task, "preset": preset, "input": size,
-            "pretext_sides": [cfg.trunk.side(size, k) for k in range(1, 6)], "probe_size": cfg.image_size,
-            "probe_sides": [cfg.trunk.side(cfg.image_size, k) for k in range(1, 6)], "input_norm": t.input_norm(cfg)}
+            "pretext_sides": [cfg.trunk.side(size, k) for k in range(1, 6)], "probe_size": probe,
+            "probe_sides": [cfg.trunk.side(probe, k) for k in range(1, 6)], "input_norm": t.input_norm(cfg)}
 
 
 def geometry_table(rows: list[dict]) -> str:

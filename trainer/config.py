@@ -54,6 +54,30 @@ PRESETS: dict[str, dict] = {
                    "inpainting": {"disc_width": 16}, "supervised": {"hidden": 64}},
         "pipeline": {"jigsaw": {"count": 100}},
     },
+    # small: 64 px (tiny-imagenet-a's own size), a narrow AlexNet-shaped trunk (conv5 4x4 = M),
+    # about ten minutes of training per task on 2 CPU cores (docs/artifacts-learning.md). "tasks"
+    # holds per-task top-level values: steps that fit the budget, and the pretext input size of the
+    # tasks that cut the image into parts: their source crop is upscaled to 128 px so a context
+    # patch / jigsaw tile (31 / 32 px) still leaves conv5 2x2 (at 64 px: 15 / 16 px, conv5 1x1).
+    # The comparison table probes every trunk at one size, the largest of these (128).
+    # Artifacts runs the released code's repair objective with mask weight 1: the paper's
+    # objective collapses the mask head at this scale (ArtifactsTaskParams, measured).
+    "small": {
+        "image_size": 64, "batch_size": 32, "steps": 1200, "log_every": 50, "ckpt_every": 500, "num_threads": 2,
+        "cpu_threads": 1, "channels_last": True,
+        "trunk": "small",
+        "tasks": {"artifacts": {"steps": 1300}, "context": {"image_size": 128, "steps": 12000},
+                  "jigsaw": {"image_size": 128, "steps": 4000}, "inpainting": {"steps": 1900},
+                  "supervised": {"steps": 3000}},
+        "params": {"artifacts": {"enc_stem": 16, "enc_channels": (32, 64, 128, 256), "head_hidden": 256,
+                                 "head_pool": 4, "disc_lr_mult": 4.0, "ae_fraction": 0.4,
+                                 "repair_objective": "code", "mask_weight": 1.0},
+                   "context": {"hidden": 256}, "jigsaw": {"tile_hidden": 128, "hidden": 512},
+                   "inpainting": {"disc_width": 32}, "supervised": {"hidden": 256}},
+        # jigsaw: 100 permutations (a 4,000-step budget cannot separate 1,000) and the released
+        # Caffe layer's 255/85/64 geometry, as at 64px (the audit's edge-continuity fix)
+        "pipeline": {"jigsaw": {"count": 100, "crop": 255, "cell": 85}},
+    },
     "64px": {
         "image_size": 64, "batch_size": 256, "steps": 60_000, "log_every": 50, "ckpt_every": 2000, "num_threads": 4,
         "trunk": "64px",
@@ -230,9 +254,10 @@ def preset_dict(task: str, preset: str) -> dict:
     get_task(task)  # an unknown task is named before anything else
     p = PRESETS[preset]
     pipeline_task = get_task(task).pipeline_task
+    top = {k: v for k, v in p.items() if k not in ("trunk", "params", "pipeline", "tasks")}
+    top.update(p.get("tasks", {}).get(task, {}))  # per-task top-level values (steps, pretext input size)
     return TrainConfig(task=task, preset=preset, trunk=p["trunk"], params=p["params"].get(task),
-                       pipeline=p.get("pipeline", {}).get(pipeline_task),
-                       **{k: v for k, v in p.items() if k not in ("trunk", "params", "pipeline")}).to_dict()
+                       pipeline=p.get("pipeline", {}).get(pipeline_task), **top).to_dict()
 
 
 def apply_overrides(base: dict, overrides: dict[str, str]) -> dict:

@@ -115,3 +115,14 @@ def test_artifacts_data_defaults_are_the_released_codes_and_resolved():
     assert cfg.pipeline.mask_size == 4 == cfg.trunk.side(cfg.image_size, 5)  # resolved, equal to conv5
     assert cfg.to_dict()["pipeline"]["mask_size"] == 4
     assert build_config("artifacts", "tiny", ["theta=0.7"]).pipeline.theta == 0.7
+
+
+@pytest.mark.parametrize("task", ["artifacts", "context", "jigsaw", "inpainting", "supervised"])
+def test_small_preset_builds_for_every_task_with_its_own_steps_and_input_size(task):
+    cfg = build_config(task, "small")
+    per_task = PRESETS["small"]["tasks"][task]
+    assert cfg.steps == per_task["steps"]
+    assert cfg.image_size == per_task.get("image_size", PRESETS["small"]["image_size"])
+    assert cfg.trunk.channels == (48, 96, 144, 144, 96) and cfg.trunk.downsampling == 16
+    # an override still wins over the per-task value
+    assert build_config(task, "small", ["steps=7"]).steps == 7

@@ -112,6 +112,16 @@ def overrides(args, train_shards, seed, steps=None, extra=()):
             f"seed={seed}", *([f"steps={steps}"] if steps else []), *args.set, *extra]
 
 
+def common_probe_size(args) -> int:
+    """One probe for every row: the largest image size any row's task is configured with (at
+    `small`, 128: the upscaled source crop of context and jigsaw). A trunk trained at a smaller
+    size sees the same images upscaled, which gives its deep layers maps larger than 1x1."""
+    from spotart.trainer.config import build_config
+
+    tasks = [t for t in args.tasks if t != "random"] or ["supervised"]
+    return max(build_config(t, args.preset, ["data=synthetic", *args.set]).image_size for t in tasks)
+
+
 def machine() -> str:
     import torch
 
@@ -183,6 +193,8 @@ def main(argv=None):
     ap.add_argument("--data", default=DEFAULT_DATA)
     ap.add_argument("--train-shards", default=None, help="prebuilt train shards (else built from --data)")
     ap.add_argument("--val-shards", default=None, help="prebuilt val shards (else built from --data)")
+    ap.add_argument("--probe-train-shards", default=None,
+                    help="labelled shards the linear probes train on (default: the pretext train shards)")
     ap.add_argument("--workdir", default=os.path.join(os.getcwd(), "bench-pretext"),
                     help="shards, runs, backbones and results (reused: the shard build resumes)")
     ap.add_argument("--resume", action="store_true", help="keep the (task, seed) results already in the workdir")
@@ -193,6 +205,8 @@ def main(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--num-threads", type=int, default=2, help="DALI CPU threads")
     ap.add_argument("--calibration-steps", type=int, default=5, help="steps per phase of the timing run")
+    ap.add_argument("--probe-size", type=int, default=0,
+                    help="image size of every row's linear probe (0: the largest image size among the rows' configs)")
     ap.add_argument("--eval-epochs", type=int, default=10)
     ap.add_argument("--eval-batch-size", type=int, default=128)
     ap.add_argument("--dims", type=int, default=9216)
@@ -215,7 +229,10 @@ def main(argv=None):
                                                args.per_class)
     val_shards = args.val_shards or shards(args.data, args.workdir, "val", ["val.tar.gz"], args.val_per_class)
     count = lambda d: json.load(open(os.path.join(d, "manifest.json")))["num_samples"]  # noqa: E731
-    eval_cfg = LinearEvalConfig(train_shards=train_shards, val_shards=val_shards, batch_size=args.eval_batch_size,
+    probe_size = args.probe_size or common_probe_size(args)
+    probe_train = args.probe_train_shards or train_shards
+    eval_cfg = LinearEvalConfig(train_shards=probe_train, val_shards=val_shards, batch_size=args.eval_batch_size,
+                                image_size=probe_size,
                                 epochs=args.eval_epochs, dims=args.dims, cache=args.cache_features,
                                 device=args.device, num_threads=args.num_threads)
     path = os.path.join(args.workdir, f"pretext_table-{args.preset}.json")
@@ -231,13 +248,14 @@ def main(argv=None):
     info = {"machine": machine(), "command": command_line(), "note": args.note, "preset": args.preset,
             "budget": (f"{args.budget_minutes:g} min of training per task (calibrated)" if args.budget_minutes
                        else "the preset's steps per task"),
-            "classes": len(read_classes(train_shards)), "train_images": count(train_shards),
+            "probe_size": probe_size, "classes": len(read_classes(train_shards)), "train_images": count(train_shards),
+            "probe_train_images": count(probe_train),
             "val_images": count(val_shards), "dims": args.dims, "eval_epochs": args.eval_epochs,
             "features": "cached centre-crop features" if args.cache_features else
                         "features recomputed each epoch with augmentation"}
     text = table({t: results[t] for t in ROWS if t in results}, info)
     text += "\nWhat each trunk sees (pretext input and probe):\n\n" + geometry_table(
-        [geometry_row(t, args.preset, args.set) for t in ROWS if t in results and t != "random"])
+        [geometry_row(t, args.preset, args.set, probe_size=probe_size) for t in ROWS if t in results and t != "random"])
     write_section(args.out, text)
     print(text)
     log.info("wrote %s", args.out)

@@ -77,6 +77,7 @@ class TrunkConfig:
 # Trunk sizes per preset (the trainer's presets pick these by name).
 TRUNK_PRESETS = {
     "tiny": TrunkConfig(channels=(16, 32, 48, 48, 32), conv1_kernel=5, conv1_stride=2),
+    "small": TrunkConfig(channels=(48, 96, 144, 144, 96), conv1_kernel=7, conv1_stride=4),
     "64px": TrunkConfig(),
     "alexnet": TrunkConfig(),
 }
