@@ -40,6 +40,20 @@ Choices where the paper (docs/methods.md) is silent, taken from the authors' rel
     the numbers of steps per preset are ours (config.py).
   - C's input is the decoder output in [-1, 1] as is (the code rescales to 0..255 minus the
     ImageNet mean); one convention for every task's trunk.
+  - R's objective (`repair_objective`): "paper" is the paper's minimax above; "code" is the
+    released code's, where R's loss also holds C's own loss (real-label CE + mask_weight x mask
+    BCE), so R cooperates on the mask instead of hiding the damage.
+
+Deviations at CPU scale, each measured (docs/artifacts-learning.md; held-out mask AUC, acc
+real / fake, 2,000 tiny-imagenet-a val images):
+  - The `small` preset uses repair_objective="code" with mask_weight 1 (code: 0.1). At 64 px,
+    600 game steps from one 17 dB autoencoder: paper objective, weight 0.1 -> mask AUC 0.525,
+    acc 0.55 / 0.59 (the collapse); code objective, weight 1 -> 0.865, 0.82 / 0.87. At 32 px the
+    code objective with weight 0.1 stays at 0.548, weight 1 alone (paper objective) at 0.552,
+    a 10x slower R at 0.543: the pairing is what works.
+  - disc_lr_mult 4 at `tiny` and `small` (code: 1): C must get ahead of R in a short run.
+  - ae_fraction 0.4 at `small` (code: 0.5): more game steps in a ten-minute budget; a 17 dB
+    autoencoder was enough for health at 64 px.
   - Not reproduced from the code: the exponential moving average of the weights it keeps for
     its summaries, LRN in the discriminator (BatchNorm instead, see nets/trunk.py), and its
     grouped convolutions.

@@ -23,7 +23,7 @@ import shutil
 import numpy as np
 import torch
 
-from .config import config_diff
+from .config import TrainConfig, config_diff
 
 FORMAT = 1
 PREVIOUS = "previous.pt"
@@ -192,10 +192,17 @@ def load_latest(path: str, device: torch.device | str = "cpu", hint: str = "") -
 
 
 def check_config(ckpt: dict, config: dict, path: str):
-    """A checkpoint continues only the run it came from: same config up to the runtime keys."""
-    diff = config_diff(ckpt["config"], config)
+    """A checkpoint continues only the run it came from: same config up to the runtime keys. The
+    saved config is read through TrainConfig first, so a key added to spotart since the
+    checkpoint was written takes its default (which keeps the old behaviour) instead of
+    counting as a difference."""
+    try:
+        saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
+    except (TypeError, ValueError):
+        saved = ckpt["config"]  # a key spotart no longer knows: the raw comparison names it
+    diff = config_diff(saved, config)
     if diff:
-        detail = ", ".join(f"{k}: {_get(ckpt['config'], k)!r} -> {_get(config, k)!r}" for k in diff[:6])
+        detail = ", ".join(f"{k}: {_get(saved, k)!r} -> {_get(config, k)!r}" for k in diff[:6])
         raise CheckpointError(f"{path} was written by a run with another config ({detail}); resume with the "
                               "run's own config (drop --preset/--set) or start a new run directory")
 

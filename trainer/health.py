@@ -32,25 +32,15 @@ import torch
 
 
 def roc_auc(scores, labels) -> float:
-    """Area under the ROC curve of `scores` for binary `labels` (1 = positive), with tied scores
-    counted one half: (rank sum of the positives - n_pos (n_pos + 1) / 2) / (n_pos n_neg), ranks
-    averaged over ties. NaN when a class is empty."""
-    s = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(bool)
+    """Area under the ROC curve of `scores` for binary `labels` (1 = positive), tied scores
+    counting one half; NaN when a class is empty. losses.roc_auc in float64 (one definition)."""
+    from .losses import roc_auc as auc
+
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float64)).reshape(-1)
+    y = torch.as_tensor(np.asarray(labels)).reshape(-1).bool()
     if s.shape != y.shape:
-        raise ValueError(f"scores {s.shape} and labels {y.shape} differ in size")
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    # average rank (1-based) of each run of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0
-    ranks = np.empty(len(s))
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+        raise ValueError(f"scores {tuple(s.shape)} and labels {tuple(y.shape)} differ in size")
+    return float(auc(s, y))
 
 
 def psnr(mse: float) -> float:

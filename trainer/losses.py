@@ -53,13 +53,14 @@ def roc_auc(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
     random positive scores above a random negative, ties counting one half (Mann-Whitney U with
     mid-ranks). Fixed-size device operations only (sort, searchsorted), so it never syncs; NaN
     when either class is empty."""
-    s, y = scores.detach().float().reshape(-1), positive.reshape(-1).bool()
+    s, y = scores.detach().reshape(-1), positive.reshape(-1).bool()
+    s = s if s.dtype == torch.float64 else s.float()  # float64 in, exact sums out (offline checks)
     ordered, _ = torch.sort(s)
     # mid-rank (1-based) of each score: the average position of its group of equal values
     lo = torch.searchsorted(ordered, s, right=False)
     hi = torch.searchsorted(ordered, s, right=True)
-    rank = (lo + hi + 1).float() / 2
-    p = y.sum().float()
+    rank = (lo + hi + 1).to(s.dtype) / 2
+    p = y.sum().to(s.dtype)
     n = y.numel() - p
     u = (rank * y).sum() - p * (p + 1) / 2
     return torch.where((p > 0) & (n > 0), u / (p * n).clamp(min=1.0), torch.full_like(u, float("nan")))
