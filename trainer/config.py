@@ -72,8 +72,8 @@ PRESETS: dict[str, dict] = {
         "params": {"artifacts": {"enc_stem": 16, "enc_channels": (32, 64, 128, 256), "head_hidden": 256,
                                  "head_pool": 4, "disc_lr_mult": 4.0, "ae_fraction": 0.4,
                                  "repair_objective": "code", "mask_weight": 1.0},
-                   "context": {"hidden": 256}, "jigsaw": {"tile_hidden": 128, "hidden": 512},
-                   "inpainting": {"disc_width": 32}, "supervised": {"hidden": 256}},
+                   "context": {"hidden": 256, "dropout": 0.0}, "jigsaw": {"tile_hidden": 128, "hidden": 512, "dropout": 0.0},
+                   "inpainting": {"disc_width": 32}, "supervised": {"hidden": 256, "dropout": 0.0}},
         # jigsaw: 100 permutations (a 4,000-step budget cannot separate 1,000) and the released
         # Caffe layer's 255/85/64 geometry, as at 64px (the audit's edge-continuity fix)
         "pipeline": {"jigsaw": {"count": 100, "crop": 255, "cell": 85}},

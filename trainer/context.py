@@ -20,10 +20,14 @@ from .nets.trunk import Trunk
 class ContextTaskParams:
     hidden: int = 4096          # fc6 / fc7 width (paper: 4096)
     pool: int = 2               # conv5 pooled to pool x pool before fc6
+    # Dropout after each fc (AlexNet's and the paper's 0.5). The `small` preset sets 0: a ten-minute
+    # run underfits, and dropout halves how fast the head learns (docs/artifacts-learning.md).
+    dropout: float = 0.5
 
     def __post_init__(self):
-        if self.hidden < 1 or self.pool < 1:
-            raise ValueError(f"context hidden and pool must be >= 1, got {self.hidden}, {self.pool}")
+        if self.hidden < 1 or self.pool < 1 or not 0 <= self.dropout < 1:
+            raise ValueError(f"context hidden and pool must be >= 1 and dropout in [0, 1), got {self.hidden}, "
+                             f"{self.pool}, {self.dropout}")
 
 
 class ContextTask(ClassificationTask):
@@ -39,7 +43,7 @@ class ContextTask(ClassificationTask):
         return cfg.pipeline.geometry(cfg.image_size).patch
 
     def build_net(self, cfg):
-        return PairNet(Trunk(cfg.trunk), hidden=cfg.params.hidden, pool=cfg.params.pool)
+        return PairNet(Trunk(cfg.trunk), hidden=cfg.params.hidden, pool=cfg.params.pool, dropout=cfg.params.dropout)
 
     def logits(self, net, batch):
         return net(batch["patch1"], batch["patch2"])

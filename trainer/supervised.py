@@ -23,17 +23,20 @@ class SupervisedTaskParams:
     num_classes: int = 0        # 0: the number of classes in the shards' manifest (resolved once, saved)
     hidden: int = 4096
     pool: int = 4
+    # Dropout after each fc (AlexNet's and the paper's 0.5). The `small` preset sets 0: a ten-minute
+    # run underfits, and dropout halves how fast the head learns (docs/artifacts-learning.md).
+    dropout: float = 0.5
 
     def __post_init__(self):
-        if self.num_classes < 0 or self.hidden < 1 or self.pool < 1:
+        if self.num_classes < 0 or self.hidden < 1 or self.pool < 1 or not 0 <= self.dropout < 1:
             raise ValueError("supervised num_classes must be >= 0 (0: from the shards), hidden and pool >= 1")
 
 
 class SupervisedNet(nn.Module):
-    def __init__(self, trunk: Trunk, classes: int, hidden: int, pool: int):
+    def __init__(self, trunk: Trunk, classes: int, hidden: int, pool: int, dropout: float = 0.5):
         super().__init__()
         self.trunk = trunk
-        self.head = ClassifierHead(trunk.out_channels, classes, hidden=hidden, pool=pool)
+        self.head = ClassifierHead(trunk.out_channels, classes, hidden=hidden, pool=pool, dropout=dropout)
 
     def forward(self, x):
         return self.head(self.trunk(x))
@@ -70,7 +73,7 @@ class SupervisedTask(ClassificationTask):
         p = cfg.params
         if not p.num_classes:
             raise ValueError("the supervised task needs labelled shards (--shards DIR) or params.num_classes=N")
-        return SupervisedNet(Trunk(cfg.trunk), p.num_classes, hidden=p.hidden, pool=p.pool)
+        return SupervisedNet(Trunk(cfg.trunk), p.num_classes, hidden=p.hidden, pool=p.pool, dropout=p.dropout)
 
     def logits(self, net, batch):
         return net(batch["image"])

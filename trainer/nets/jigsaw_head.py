@@ -17,11 +17,12 @@ from .trunk import Trunk
 
 
 class JigsawNet(nn.Module):
-    def __init__(self, trunk: Trunk, permutations: int, tile_hidden: int, hidden: int, pool: int, tiles: int = 9):
+    def __init__(self, trunk: Trunk, permutations: int, tile_hidden: int, hidden: int, pool: int, tiles: int = 9,
+                 dropout: float = 0.5):
         super().__init__()
         self.trunk, self.pool, self.tiles = trunk, pool, tiles
-        self.fc6 = fc(trunk.out_channels * pool * pool, tile_hidden)
-        self.fc7 = fc(tiles * tile_hidden, hidden)
+        self.fc6 = fc(trunk.out_channels * pool * pool, tile_hidden, dropout)
+        self.fc7 = fc(tiles * tile_hidden, hidden, dropout)
         self.fc8 = nn.Linear(hidden, permutations)
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:

@@ -27,11 +27,11 @@ def fc(cin: int, cout: int, dropout: float = 0.5) -> nn.Sequential:
 
 
 class PairNet(nn.Module):
-    def __init__(self, trunk: Trunk, hidden: int, pool: int, classes: int = 8):
+    def __init__(self, trunk: Trunk, hidden: int, pool: int, classes: int = 8, dropout: float = 0.5):
         super().__init__()
         self.trunk, self.pool = trunk, pool
-        self.fc6 = fc(trunk.out_channels * pool * pool, hidden)
-        self.fc7 = fc(2 * hidden, hidden)
+        self.fc6 = fc(trunk.out_channels * pool * pool, hidden, dropout)
+        self.fc7 = fc(2 * hidden, hidden, dropout)
         self.fc8 = nn.Linear(hidden, classes)
 
     def forward(self, patch1: torch.Tensor, patch2: torch.Tensor) -> torch.Tensor:
