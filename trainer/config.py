@@ -81,6 +81,9 @@ PRESETS: dict[str, dict] = {
     "64px": {
         "image_size": 64, "batch_size": 256, "steps": 60_000, "log_every": 50, "ckpt_every": 2000, "num_threads": 4,
         "trunk": "64px",
+        # as at `small`: context and jigsaw cut a 128 px upscaled crop, so their 31 / 32 px
+        # patches and tiles leave conv5 2x2 (1x1 from a 64 px crop)
+        "tasks": {"context": {"image_size": 128}, "jigsaw": {"image_size": 128}},
         "params": {"artifacts": {"enc_stem": 32, "enc_channels": (64, 128, 256, 512),
                                  "head_hidden": 1024, "head_pool": 4}},
         # the released Caffe layer's 255/85/64 jigsaw geometry: 16 px tiles with 5 px of random gap

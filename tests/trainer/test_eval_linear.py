@@ -156,7 +156,9 @@ def test_pretext_table_reports_seeds_spread_and_the_floor(tmp_path):
 def test_geometry_rows_say_what_each_trunk_sees():
     from spotart.tools.comparison import geometry_row
 
-    ctx = geometry_row("context", "64px")
-    assert ctx["input"] == 15 and ctx["pretext_sides"] == [4, 2, 1, 1, 1] and ctx["probe_sides"][-1] == 4
+    # context and jigsaw cut a 128 px upscaled crop at 64px, so conv5 is 2x2, not 1x1
+    ctx = geometry_row("context", "64px", probe_size=64)
+    assert ctx["input"] == 31 and ctx["pretext_sides"] == [8, 4, 2, 2, 2] and ctx["probe_sides"][-1] == 4
     jig = geometry_row("jigsaw", "64px")
-    assert jig["input"] == 16 and jig["input_norm"] == "per_image"  # the released Caffe layer's 255/85/64
+    assert jig["input"] == 32 and jig["input_norm"] == "per_image"  # the released Caffe layer's 255/85/64
+    assert jig["probe_size"] == 128 and geometry_row("artifacts", "64px")["input"] == 64
