@@ -43,7 +43,7 @@ HEADERS = {
 }
 # extra columns when a trained model's outputs are drawn beside the inputs (checkpoint grids)
 OUTPUT_HEADERS = {
-    "artifacts": ["reconstruction", "damaged + repaired", "predicted dropped (heat)"],
+    "artifacts": ["reconstruction", "damaged + repaired", "C: dropped? (heat)"],
     "inpainting": ["prediction filled in"],
 }
 REQUIRED = {

@@ -170,8 +170,11 @@ def train_and_probe(task: str, seed: int, args, train_shards: str, val_shards: s
         if os.path.isdir(run):
             shutil.rmtree(run)  # an unfinished earlier attempt (finished ones are skipped by --resume)
         t0 = time.perf_counter()
-        train(cfg, run)
+        done = train(cfg, run)
         train_seconds = time.perf_counter() - t0
+        if not done["finished"]:  # SIGTERM/SIGINT: the trainer checkpointed and returned early
+            raise SystemExit(f"{name} stopped at step {done['step']} of {cfg.steps}; nothing recorded for it. "
+                             "Continue the table with --resume")
         export_backbone(run, backbone)
         pretext = evaluate_pretext(run, val_shards, max_batches=args.pretext_batches, device=args.device,
                                    num_threads=args.num_threads, seed=seed)["metrics"]
