@@ -75,7 +75,8 @@ def _standardised(chw: np.ndarray) -> np.ndarray:
 
 
 def _u8(x: np.ndarray, scale: int) -> np.ndarray:
-    x = (np.clip(x, 0, 1) * 255.0 + 0.5).astype(np.uint8)
+    # a diverged model's NaN outputs draw black (its checkpoint grid is still written, no warning)
+    x = (np.clip(np.nan_to_num(x, nan=0.0), 0, 1) * 255.0 + 0.5).astype(np.uint8)
     if x.ndim == 2:
         x = np.repeat(x[..., None], 3, axis=2)
     return np.repeat(np.repeat(x, scale, axis=0), scale, axis=1) if scale > 1 else x

@@ -304,13 +304,13 @@ def test_sigterm_leaves_a_loadable_checkpoint_and_the_run_resumes(tmp_path):
 
 
 def test_a_checkpoint_from_before_a_new_config_key_still_resumes():
-    """A key added to spotart after a checkpoint was written (e.g. `aberration`, `repair_objective`)
+    """A key added to spotart after a checkpoint was written (e.g. `aberration`, `repair_lr_mult`)
     takes its default on resume instead of refusing the run; a changed value is still refused."""
     from spotart.trainer.checkpoint import check_config
 
     cfg = tiny("steps=4").to_dict()
     old = {k: v for k, v in cfg.items() if k != "aberration"}
-    old["params"] = {k: v for k, v in cfg["params"].items() if k != "repair_objective"}
+    old["params"] = {k: v for k, v in cfg["params"].items() if k != "repair_lr_mult"}
     check_config({"config": old}, cfg, "last.pt")  # no error
     with pytest.raises(CheckpointError, match="aberration"):
         check_config({"config": old}, tiny("steps=4", "aberration=0.01").to_dict(), "last.pt")
