@@ -46,7 +46,7 @@ Choices where the paper (docs/methods.md) is silent, taken from the authors' rel
 
 Deviations at CPU scale, each measured (docs/artifacts-learning.md; held-out mask AUC, acc
 real / fake, 2,000 tiny-imagenet-a val images):
-  - The `small` preset uses repair_objective="code" with mask_weight 1 (code: 0.1). At 64 px,
+  - `tiny` and `small` use repair_objective="code" with mask_weight 1 (code: 0.1). At 64 px,
     600 game steps from one 17 dB autoencoder: paper objective, weight 0.1 -> mask AUC 0.525,
     acc 0.55 / 0.59 (the collapse); code objective, weight 1 -> 0.865, 0.82 / 0.87. At 32 px the
     code objective with weight 0.1 stays at 0.548, weight 1 alone (paper objective) at 0.552,
