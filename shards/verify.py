@@ -154,23 +154,29 @@ class RepairReport:
                 + (f": {gone}{more}" if self.dropped else ""))
 
 
+def index_components(line: str) -> dict[str, tuple[int, int, str]]:
+    """{ext: (offset, size, member name)} of one sample's line in a DALI index file (format v1.2:
+    `ext offset size name` per component, in tar order)."""
+    parts = line.split()
+    return {parts[i]: (int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts) - 3, 4)}
+
+
 def _read_by_index(tar: str, text: str):
     """[(key, {ext: bytes} or None where a tar header is damaged)] through index `text`; None when
     most entries do not point at their own tar members (then the index is the damaged part)."""
     out, misses = [], 0
     with open(tar, "rb") as f:
         for line in text.splitlines()[1:]:
-            parts, comps = line.split(), {}
-            for i in range(0, len(parts) - 3, 4):
-                off, size, name = int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]
+            members, comps = index_components(line), {}
+            for ext, (off, size, name) in members.items():
                 f.seek(max(0, off - 512))
                 header = f.read(512)
                 if len(header) < 512 or (len(name) < 100 and header[:100].rstrip(b"\0") != name.encode()):
                     comps = None
                     break
-                comps[parts[i]] = f.read(size)
+                comps[ext] = f.read(size)
             misses += comps is None
-            out.append((parts[3].rsplit(".", 1)[0], comps))
+            out.append((next(iter(members.values()))[2].rsplit(".", 1)[0], comps))
     return None if misses > len(out) // 2 else out
 
 
@@ -296,10 +302,8 @@ def _update_catalog(out: str, shard: str, entry: dict, dropped: list[tuple[str, 
         with open(os.path.join(out, entry["index"])) as f:
             offsets = {}
             for line in f.read().splitlines()[1:]:
-                parts = line.split()
-                for i in range(0, len(parts) - 3, 4):
-                    if parts[i] == "jpg":
-                        offsets[parts[i + 3].rsplit(".", 1)[0]] = int(parts[i + 1])
+                if (jpg := index_components(line).get("jpg")) is not None:
+                    offsets[jpg[2].rsplit(".", 1)[0]] = jpg[0]
         moved = {}
         for key, off in offsets.items():
             rec = c.sample(key)

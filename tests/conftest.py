@@ -46,14 +46,13 @@ def zero_jpgs(shards: str, count: int, seed: int = 0, kind: str = "zeroed") -> l
 
     with open(os.path.join(shards, "manifest.json")) as f:
         entries = json.load(f)["shards"]
+    from spotart.pipeline.badsamples import jpg_entry, read_index
+
     jpgs = []
     for e in entries:
-        with open(os.path.join(shards, e["index"])) as f:
-            for line in f.read().splitlines()[1:]:
-                parts = line.split()
-                for i in range(0, len(parts) - 3, 4):
-                    if parts[i] == "jpg":
-                        jpgs.append((e["path"], int(parts[i + 1]), int(parts[i + 2]), parts[i + 3][:-4]))
+        for line in read_index(os.path.join(shards, e["index"]))[1:]:
+            if (entry := jpg_entry(line)) is not None:
+                jpgs.append((e["path"], entry[0], entry[1], entry[2][:-4]))
     out, rng = [], random.Random(seed)
     for shard, off, size, key in rng.sample(jpgs, count):
         with open(os.path.join(shards, shard), "r+b") as f:

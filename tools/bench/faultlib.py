@@ -70,13 +70,13 @@ def damage_samples(shards: str, count: int, seed: int) -> list[dict]:
     the end of the scan and the end marker gone)."""
     with open(os.path.join(shards, "manifest.json")) as f:
         entries = json.load(f)["shards"]
+    from spotart.pipeline.badsamples import jpg_entry, read_index
+
     jpgs = []
     for e in entries:
-        with open(os.path.join(shards, e["index"])) as f:
-            for line in f.read().splitlines()[1:]:
-                p = line.split()
-                j = p.index("jpg")
-                jpgs.append((e["path"], int(p[j + 1]), int(p[j + 2]), p[j + 3][:-4]))
+        for line in read_index(os.path.join(shards, e["index"]))[1:]:
+            if (entry := jpg_entry(line)) is not None:
+                jpgs.append((e["path"], entry[0], entry[1], entry[2][:-4]))
     rng, out = random.Random(seed), []
     for i, (shard, off, size, key) in enumerate(rng.sample(jpgs, count)):
         kind = ("zeroed", "header", "tables", "truncated")[i % 4]
