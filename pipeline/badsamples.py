@@ -70,6 +70,21 @@ def jpg_entry(line: str) -> tuple[int, int, str] | None:
     return None
 
 
+def jpg_members(shards: str) -> list[tuple[str, int, int, str]]:
+    """(shard file, offset, size, key) of every sample's JPEG in a shard set, read through its
+    manifest and index files (what fault injection and its tests damage)."""
+    import json
+
+    with open(os.path.join(shards, "manifest.json")) as f:
+        entries = json.load(f)["shards"]
+    out = []
+    for e in entries:
+        for line in read_index(os.path.join(shards, e["index"]))[1:]:
+            if (entry := jpg_entry(line)) is not None:
+                out.append((e["path"], entry[0], entry[1], entry[2].rsplit(".", 1)[0]))
+    return out
+
+
 def without_jpg(line: str) -> str:
     parts = line.split()
     keep = [parts[i:i + 4] for i in range(0, len(parts) - 3, 4) if parts[i] != "jpg"]

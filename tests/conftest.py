@@ -41,20 +41,12 @@ def zero_jpgs(shards: str, count: int, seed: int = 0, kind: str = "zeroed") -> l
     unchanged): "zeroed", every byte 0, as a flaky copy would; "tables", 256 random bytes after
     the start marker (the header's tables gone: the decoder fails, or crashes). -> [(shard file,
     key)] damaged."""
-    import json
     import random
 
-    with open(os.path.join(shards, "manifest.json")) as f:
-        entries = json.load(f)["shards"]
-    from spotart.pipeline.badsamples import jpg_entry, read_index
+    from spotart.pipeline.badsamples import jpg_members
 
-    jpgs = []
-    for e in entries:
-        for line in read_index(os.path.join(shards, e["index"]))[1:]:
-            if (entry := jpg_entry(line)) is not None:
-                jpgs.append((e["path"], entry[0], entry[1], entry[2][:-4]))
     out, rng = [], random.Random(seed)
-    for shard, off, size, key in rng.sample(jpgs, count):
+    for shard, off, size, key in rng.sample(jpg_members(shards), count):
         with open(os.path.join(shards, shard), "r+b") as f:
             if kind == "zeroed":
                 f.seek(off)

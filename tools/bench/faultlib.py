@@ -68,17 +68,10 @@ def damage_samples(shards: str, count: int, seed: int) -> list[dict]:
     flaky copy's hole), "header" (the first 256 bytes random: start marker and tables gone),
     "tables" (256 random bytes after the start marker), "truncated" (the second half zeroed:
     the end of the scan and the end marker gone)."""
-    with open(os.path.join(shards, "manifest.json")) as f:
-        entries = json.load(f)["shards"]
-    from spotart.pipeline.badsamples import jpg_entry, read_index
+    from spotart.pipeline.badsamples import jpg_members
 
-    jpgs = []
-    for e in entries:
-        for line in read_index(os.path.join(shards, e["index"]))[1:]:
-            if (entry := jpg_entry(line)) is not None:
-                jpgs.append((e["path"], entry[0], entry[1], entry[2][:-4]))
     rng, out = random.Random(seed), []
-    for i, (shard, off, size, key) in enumerate(rng.sample(jpgs, count)):
+    for i, (shard, off, size, key) in enumerate(rng.sample(jpg_members(shards), count)):
         kind = ("zeroed", "header", "tables", "truncated")[i % 4]
         start, data = {"zeroed": (0, b"\0" * size), "header": (0, rng.randbytes(min(256, size))),
                        "tables": (3, rng.randbytes(min(256, size - 3))),
