@@ -78,17 +78,31 @@ def test_fp16_uses_the_grad_scaler(tmp_path):
             break
     else:
         raise AssertionError("no finite fp16 step updated the weights")
-    run, summary, recs = run_tiny(tmp_path, "fp16", "precision=fp16")  # and a whole run stays finite
-    assert summary["finished"] and finite(recs)
-    assert load_checkpoint(os.path.join(run, "checkpoints", "last.pt"))["scaler"]["scale"] > 0
+    # A whole run: the scaler starts at 2**16, so the first steps of a phase may overflow and be
+    # skipped (seen on the H100: step 6, the discriminator's first steps). With log_every=1 such a
+    # step's record reads NaN and says so (skipped_steps 1); every other record is finite, and so
+    # are the weights saved at the end.
+    run, summary, recs = run_tiny(tmp_path, "fp16", "precision=fp16")
+    assert summary["finished"]
+    assert all(finite([r]) for r in recs if r["skipped_steps"] == 0)
+    assert all(r["skipped_steps"] == 1 for r in recs if not finite([r]))
+    assert sum(r["skipped_steps"] for r in recs) < len(recs) // 2
+    ckpt = load_checkpoint(os.path.join(run, "checkpoints", "last.pt"))
+    assert ckpt["scaler"]["scale"] > 0
+    assert all(torch.isfinite(v).all() for m in ckpt["models"].values() for v in m.values() if v.is_floating_point())
 
 
 def test_compiled_training_matches_eager(tmp_path):
     """torch.compile changes how the step runs, not what it computes: in fp32 the compiled run's
-    losses follow the eager run's, step by step."""
+    losses follow the eager run's, step by step. Inductor draws dropout's masks from its own
+    generator (the discriminator head has dropout 0.5): on the H100 that alone moved loss_disc by 4%
+    at the first artifacts step, so the test makes it draw through eager's RNG (`fallback_random`)."""
+    import torch._inductor.config as inductor_config
+
     args = ("precision=fp32", "channels_last=false")
     _, eager, a = run_tiny(tmp_path, "eager", *args)
-    _, compiled, b = run_tiny(tmp_path, "compiled", *args, "compile=true")
+    with inductor_config.patch(fallback_random=True):
+        _, compiled, b = run_tiny(tmp_path, "compiled", *args, "compile=true")
     assert eager["finished"] and compiled["finished"] and finite(b)
     assert len(a) == len(b) == 8
     for ra, rb in zip(a, b, strict=True):
@@ -115,8 +129,11 @@ def test_gpu_resume_is_exact_in_fp32(tmp_path):
     for ra, rb in zip(a, b, strict=True):
         for k in ("ae_mse", "loss_disc", "loss_repair"):
             if k in ra:
-                # cuDNN may pick other algorithms after a restart: equal to float tolerance
-                assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-5), (ra["step"], k)
+                # cuDNN may pick other algorithms after a restart, and atomics reorder sums: the
+                # differences start at float rounding and grow with each adversarial step (H100:
+                # 2.2e-4 relative on loss_disc at step 6), far below what a wrong restored state
+                # (another mask, RNG or lr) moves
+                assert ra[k] == pytest.approx(rb[k], rel=2e-3, abs=1e-5), (ra["step"], k)
 
 
 def test_gpu_resume_is_bitwise_with_deterministic(tmp_path):

@@ -51,9 +51,10 @@ def profile(path):
 
 def targets(s, published):
     out = {}
-    p224 = s["pipeline_224"]
-    if p224:
-        out["dali_5x_dataloader_at_224"] = {t: {"ratio": v["ratio"], "met": v["ratio"] >= 5} for t, v in p224.items()}
+    for key, name in (("pipeline_224", "dali_5x_dataloader_at_224"),
+                      ("pipeline_224_hw1", "dali_5x_dataloader_at_224_hw_decoder_load_1")):
+        if s.get(key):
+            out[name] = {t: {"ratio": v["ratio"], "met": v["ratio"] >= 5} for t, v in s[key].items()}
     waits = {}
     for name in ("train_64px", "train_alexnet"):
         tr = s[name]
@@ -61,7 +62,11 @@ def targets(s, published):
             for r in tr["rows"]:
                 if r["source"] == "dali":
                     key = f"{tr['preset']} compile={r['compile']}"
-                    waits[key] = {"data_wait_frac": r["data_wait_frac"], "met": r["data_wait_frac"] < 0.05}
+                    # the host's wait in next() misses a pipeline that slows the step down on the device:
+                    # DALI-fed / replayed img/s says it (H100, 64px eager: 4.8% wait, 0.78 of replayed)
+                    ratio = next((x["dali_over_replay"] for x in tr["summary"] if x["compile"] == r["compile"]), None)
+                    waits[key] = {"data_wait_frac": round(r["data_wait_frac"], 4), "met": r["data_wait_frac"] < 0.05,
+                                  "dali_over_replay": round(ratio, 3) if ratio is not None else None}
     if waits:
         out["data_wait_under_5pct"] = waits
     dec = s["decode_224"]
@@ -101,6 +106,7 @@ def main():
         "data_224": {k: load(os.path.join(r, f"upscale{k}.json")) for k in ("224", "224plain")},
         "pipeline_64": pipeline(load(os.path.join(r, "pipe64.json"))),
         "pipeline_224": pipeline(load(os.path.join(r, "pipe224.json"))),
+        "pipeline_224_hw1": pipeline(load(os.path.join(r, "pipe224hw.json"))),
         "decode_224": {"median": dec["median"], "machine": dec["machine"]} if dec else None,
         "decode_224plain": (load(os.path.join(r, "decode224plain.json")) or {}).get("median"),
         "train_64px": training(load(os.path.join(r, "train64.json"))),
@@ -112,7 +118,8 @@ def main():
     with open(args.out, "w") as f:
         json.dump(s, f, indent=1)
     print(f"summary ({args.device}, {args.elapsed} s): {args.out}")
-    order = ["tests", "train64", "train224", "pipe64", "pipe224", "decode", "profile64", "profile224", "build_scaling"]
+    order = ["tests", "pipe224", "pipe224hw", "train64", "train224", "decode", "profile224", "profile64", "pipe64",
+             "build_scaling"]
     for name, st in sorted(s["sections"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
         print(f"  {name:13s} {st['status']} ({st['seconds']} s)")
     if tests:

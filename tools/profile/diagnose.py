@@ -9,12 +9,19 @@ Rules, in order:
       differences) names the knob: decode on a GPU -> hardware decoder load; CPU stages ->
       threads while cores are left, else the CPU is saturated (decode on the GPU); GPU stages ->
       batch size (per-batch launch cost).
-2. Otherwise compute-bound: the step is the limit; `--compile` when it is off (fewer kernel
+2. Interference when the step rarely waits, yet the two together run below `SHARE_LIMIT` of the
+   slower of the two alone: they slow each other down on what they share. On the CPU: the cores
+   (split the threads). On a GPU: the device and the host (H100, 64px preset, 2026-11-27: data wait
+   4.6%, together 0.76 of the step alone): first the hardware decoder load (the JPEG engines take
+   decoding off the SMs the step uses), then `--compile` (a compiled step leaves more of both: there
+   DALI-fed / replayed went from 0.78 eager to 0.91 compiled), else a larger batch.
+3. Otherwise compute-bound: the step is the limit; `--compile` when it is off (fewer kernel
    launches, fused elementwise work), else a larger batch when the GPU is under-used."""
 
 from __future__ import annotations
 
 WAIT_LIMIT = 0.10
+SHARE_LIMIT = 0.85
 KNOBS = ("threads", "hardware decoder load", "prefetch depth", "batch size", "compile")
 
 
@@ -64,6 +71,24 @@ def diagnose(f: dict) -> dict:
         return _out("data", stage, "batch size", what +
                     f"; this stage runs on the GPU, where a larger batch amortises the per-batch launch cost "
                     f"(`--set batch_size={2 * f['batch_size']}`).")
+    share = f["e2e_ips"] / max(min(f["pipeline_ips"], f["train_ips"]), 1e-9)
+    if share < SHARE_LIMIT:
+        what = (f"{head}, yet together they run at {100 * share:.0f}% of the slower of the two alone: they slow "
+                f"each other down")
+        if dev == "cpu":
+            return _out("interference", "contention", "threads", what +
+                        f" on the {f['cpu_count']} CPU cores they share; split them (fewer DALI threads via "
+                        f"`--set num_threads=`, or `--set cpu_threads=` for torch).")
+        if f["hw_decoder_load"] < 0.95:
+            return _out("interference", "decode", "hardware decoder load", what +
+                        f" on the GPU; move JPEG decoding off the SMs the step uses onto the hardware decoder "
+                        f"(`--set hw_decoder_load=1`, now {f['hw_decoder_load']}).")
+        if not f["compile"]:
+            return _out("interference", "train", "compile", what +
+                        " on the GPU and the host; `--set compile=true` makes the step need less of both.")
+        return _out("interference", "train", "batch size", what +
+                    f" on the GPU; a larger batch (`--set batch_size={2 * f['batch_size']}`) spends less of it "
+                    f"on launches.")
     head = head + f": compute-bound, the pipeline has {f['pipeline_ips'] / max(f['train_ips'], 1e-9):.1f}x headroom"
     util = f.get("gpu_util")
     if not f["compile"]:

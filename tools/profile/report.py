@@ -25,7 +25,8 @@ def sections(r: dict) -> list[tuple[str, list]]:
     """[(title, [str paragraph | (header, rows) table])]."""
     st, ps, b = r["stages"], r["pipeline_stages"], r["bottleneck"]
     rt, pipe, train = r["config"]["runtime"], r["config"]["pipeline"], r["config"]["train"]
-    out = [("Bottleneck", [f"**{b['kind']}-bound ({b['stage']}); knob: {b['knob']}.** {b['sentence']}"])]
+    kind = "interference" if b["kind"] == "interference" else f"{b['kind']}-bound"
+    out = [("Bottleneck", [f"**{kind} ({b['stage']}); knob: {b['knob']}.** {b['sentence']}"])]
 
     rows = []
     for key, label in (("pipeline", "pipeline alone (loader)"), ("train", "training step alone (replayed batches)"),

@@ -73,7 +73,7 @@ SCHEMA = {
                                                       "calls": {"type": "integer", "minimum": 1},
                                                       "self_ms": _pos, "share": _frac}}}}},
         "bottleneck": {"type": "object", "required": ["kind", "stage", "knob", "sentence"], "properties": {
-            "kind": {"enum": ["data", "compute"]},
+            "kind": {"enum": ["data", "interference", "compute"]},
             "knob": {"enum": ["threads", "hardware decoder load", "prefetch depth", "batch size", "compile"]},
             "sentence": {"type": "string", "minLength": 20}}},
         "files": {"type": "array", "items": {"type": "string"}},
