@@ -30,12 +30,13 @@ Shortcut countermeasures, each switchable:
     aberration shows. Applied before colour dropping when both are on.
 cfg.training switches nothing off: a held-out split measures pretext accuracy on the same task.
 
-How it runs: the draws, slices and pixelation are DALI operators on either backend. Projection
-and colour dropping are DALI operators on the GPU (`_colour_ops`) and one numba function for
-both patches on DALI's CPU backend (`_colour_cpu`), where each of the ~12 operators per patch
-cost ~2 us per sample and DALI's normal generator ~35 ns per value: together they made the
-context pipeline no faster than PIL on two cores. Both implement the contract above
-(tests/pipeline/test_context.py runs its colour tests on both).
+How it runs: the geometry's draws and the slices are DALI operators on either backend.
+Pixelation, projection and colour dropping are DALI operators on the GPU (`_pixelate`,
+`_colour_ops`) and one numba function for both patches on DALI's CPU backend (`_patches_cpu`),
+where each of the ~12 colour operators per patch cost ~2 us per sample, DALI's normal generator
+~35 ns per value, and pixelation's draw and two resizes ~30 us per patch: as operators they made
+the context pipeline no faster than PIL on two cores. Both implement the contract above
+(tests/pipeline/test_context.py runs its colour and pixelation tests on both).
 """
 
 from __future__ import annotations
@@ -160,10 +161,63 @@ def _colour_ops(patch, p: ContextParams, geo: ContextGeometry, device: str):
     return x
 
 
+# The CPU kernel's random numbers: splitmix64 (Steele, Lea & Flood 2014), seeded per sample from a
+# DALI draw, so every draw is a function of the pipeline seed (reproducible, and restored by DALI
+# checkpoints), and Marsaglia's polar method for the noise. numba's np.random (Mersenne Twister)
+# took 29 ns per normal value: 26 of the kernel's 37 us per sample went to the ~900 noise values
+# of two 15 px patches; these take ~8 ns each.
+_U53 = 1.0 / 9007199254740992.0  # 2**-53
+
+
+@numba.njit(cache=True, inline="always")
+def _next(state):
+    """splitmix64 step -> (state, 64 random bits)."""
+    state = state + np.uint64(0x9E3779B97F4A7C15)
+    z = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state, z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, inline="always")
+def _uniform(state):
+    """-> (state, u) with u uniform on [0, 1), 53 bits."""
+    state, r = _next(state)
+    return state, (r >> np.uint64(11)) * _U53
+
+
+@numba.njit(cache=True, inline="always")
+def _below(state, n):
+    """-> (state, k) with k uniform over 0 .. n - 1."""
+    state, u = _uniform(state)
+    return state, min(int(u * n), n - 1)
+
+
+@numba.njit(cache=True)
+def _normals(out, state, scale):
+    """Fill `out` (a contiguous (P, P) channel) with zero-mean Gaussian values of std `scale`
+    (Marsaglia's polar method: pairs of uniforms in the unit disc) -> state."""
+    flat = out.ravel()
+    n = flat.size
+    i = 0
+    while i < n:
+        state, u = _uniform(state)
+        state, v = _uniform(state)
+        u, v = 2.0 * u - 1.0, 2.0 * v - 1.0
+        q = u * u + v * v
+        if q >= 1.0 or q == 0.0:
+            continue
+        f = scale * np.sqrt(-2.0 * np.log(q) / q)
+        flat[i] = u * f
+        if i + 1 < n:
+            flat[i + 1] = v * f
+        i += 2
+    return state
+
+
 @numba.njit(cache=True)  # compiled once per machine, not at every pipeline build
-def _colour_patch(out, patch, keep, ratio, drop, project, B):
+def _colour_patch(out, patch, keep, ratio, drop, project, B, state):
     """float HWC patch in [0, 255] -> out (3, P, P) float32 in [-1, 1], projected by B and/or colour-dropped
-    (kept channel as is, the other two zero-mean Gaussian noise of std ratio * its std)."""
+    (kept channel as is, the other two zero-mean Gaussian noise of std ratio * its std) -> state."""
     P = patch.shape[0]
     for y in range(P):
         for x in range(P):
@@ -179,7 +233,7 @@ def _colour_patch(out, patch, keep, ratio, drop, project, B):
                 out[1, y, x] = v1
                 out[2, y, x] = v2
     if not drop:
-        return
+        return state
     n = P * P
     s = 0.0
     for y in range(P):
@@ -194,45 +248,94 @@ def _colour_patch(out, patch, keep, ratio, drop, project, B):
     scale = ratio * np.sqrt(s / n)  # population std, as DALI's reductions.std_dev
     for c in range(3):
         if c != keep:
-            for y in range(P):
-                for x in range(P):
-                    out[c, y, x] = scale * np.random.standard_normal()
+            state = _normals(out[c], state, scale)
+    return state
 
 
-def _colour_cpu_kernel(p: ContextParams, P: int):
-    """run_fn for DALI's numba operator: both patches of a sample in one call. Without a setup_fn
-    (DALI compiles one cfunc per function at every pipeline build, seconds each) the outputs
-    take the inputs' shapes and types: float patches in, written in CHW order into their (P, P, 3) buffers
-    and a reshape (no copy) relabels them (3, P, P); the two outputs matching `keep` and `seed`
-    are placeholders, never written or read."""
+@numba.njit(cache=True)
+def _resample(src, n_out, support):
+    """Linear resampling of the rows of `src` (n_in, m) to (n_out, m), pixel centres aligned.
+    `support` > 1 widens the triangle filter to it (antialiasing a downscale by that factor, as
+    DALI's resize with antialias); 1 is plain linear interpolation (edges clamped)."""
+    n_in, m = src.shape
+    out = np.zeros((n_out, m), np.float32)
+    scale = n_in / n_out
+    for i in range(n_out):
+        c = (i + 0.5) * scale - 0.5
+        lo = int(np.floor(c - support)) + 1
+        hi = int(np.ceil(c + support)) - 1
+        wsum = 0.0
+        for k in range(lo, hi + 1):
+            w = 1.0 - abs(k - c) / support
+            if w <= 0.0:
+                continue
+            kk = min(max(k, 0), n_in - 1)
+            wsum += w
+            for j in range(m):
+                out[i, j] += w * src[kk, j]
+        if wsum > 0.0:
+            for j in range(m):
+                out[i, j] /= wsum
+    return out
+
+
+@numba.njit(cache=True)
+def _pixelate_patch(patch, side):
+    """(P, P, 3) float -> the same downsampled to side x side (linear, antialiased) and back up
+    (linear): the contract of `_pixelate`, in one pass of arithmetic instead of two DALI resizes."""
+    P = patch.shape[0]
+    support = max(1.0, P / side)
+    flat = patch.reshape((P, P * 3))
+    rows = _resample(flat, side, support)                                      # (side, P*3)
+    cols = _resample(rows.reshape((side, P, 3)).transpose(1, 0, 2).copy().reshape((P, side * 3)), side, support)
+    small = cols.reshape((side, side, 3)).transpose(1, 0, 2).copy()            # (side, side, 3)
+    up_rows = _resample(small.reshape((side, side * 3)), P, 1.0)               # (P, side*3)
+    up = _resample(up_rows.reshape((P, side, 3)).transpose(1, 0, 2).copy().reshape((side, P * 3)), P, 1.0)
+    return up.reshape((P, P, 3)).transpose(1, 0, 2).copy()
+
+
+def _patch_cpu_kernel(p: ContextParams, geo: ContextGeometry):
+    """run_fn for DALI's numba operator: pixelation, projection and colour dropping of both
+    patches of a sample in one call. Without a setup_fn (DALI compiles one cfunc per function at
+    every pipeline build, seconds each) the outputs take the inputs' shapes and types: float
+    patches in, written in CHW order into their (P, P, 3) buffers and a reshape (no copy)
+    relabels them (3, P, P); the output matching `seed` is a placeholder, never written or read."""
     ratio, drop, project = float(p.noise_ratio), bool(p.color_drop), bool(p.projection)
     B = projection_matrix().astype(np.float32)
+    P, lo, hi, prob = geo.patch, geo.pixelate_min, geo.pixelate_max, float(p.pixelate_prob)
 
-    def run(out1, out2, _keep_out, _seed_out, patch1, patch2, keep, seed):
-        # numba's generator is per thread; seeding it per sample from a DALI draw keeps the noise
-        # a function of the pipeline seed (reproducible, and restored by DALI checkpoints)
-        np.random.seed(seed[0])
-        _colour_patch(out1.reshape((3, P, P)), patch1, keep[0], ratio, drop, project, B)
-        _colour_patch(out2.reshape((3, P, P)), patch2, keep[1], ratio, drop, project, B)
+    def run(out1, out2, _seed_out, patch1, patch2, seed):
+        # every draw (pixelation side, kept channel, noise) from one generator seeded by a DALI
+        # draw per sample: a function of the pipeline seed
+        state = np.uint64(seed[0])
+        for out, patch in ((out1, patch1), (out2, patch2)):
+            # the side: P (not pixelated) with 1 - pixelate_prob, else uniform over [lo, hi]
+            state, u = _uniform(state)
+            if u < prob:
+                state, k = _below(state, hi - lo + 1)
+                patch = _pixelate_patch(patch, lo + k)
+            state, keep = _below(state, 3)
+            state = _colour_patch(out.reshape((3, P, P)), patch, keep, ratio, drop, project, B, state)
 
     return run
 
 
-def _colour_cpu(patch1, patch2, p: ContextParams, geo: ContextGeometry, cfg):
-    """Projection and/or colour dropping of both patches in one numba operator (the CPU branch).
-    As DALI operators it took ~12 operators per patch at ~2 us per sample each, plus DALI's CPU
-    normal generator at ~35 ns per value; the kernel does the arithmetic in one pass per patch
-    and draws noise only for the two dropped channels."""
+def _patches_cpu(patch1, patch2, p: ContextParams, geo: ContextGeometry, cfg):
+    """Pixelation, projection and colour dropping of both patches in one numba operator (the CPU
+    branch). As DALI operators, colour dropping took ~12 operators per patch at ~2 us per sample
+    each, plus DALI's CPU normal generator at ~35 ns per value, and pixelation a draw and two
+    resizes per patch (~60 us of CPU per sample on the dev VM, a fifth of the context pipeline);
+    the kernel does the arithmetic in one pass per patch and draws noise only for the two
+    dropped channels."""
     from nvidia.dali.plugin.numba.fn.experimental import numba_function
 
     P = geo.patch
-    patch1, patch2 = (fn.cast(x, dtype=types.FLOAT) if p.pixelate_prob == 0 else x for x in (patch1, patch2))
-    keep = fn.random.choice(3, shape=[2])                     # kept channel per patch, independent
+    patch1, patch2 = (fn.cast(x, dtype=types.FLOAT) for x in (patch1, patch2))
     seed = fn.random.choice(2**31 - 1, shape=[1])
-    outs = numba_function(patch1, patch2, keep, seed, run_fn=_colour_cpu_kernel(p, P),
-                          out_types=[types.FLOAT, types.FLOAT, types.INT32, types.INT32],
-                          in_types=[types.FLOAT, types.FLOAT, types.INT32, types.INT32],
-                          outs_ndim=[3, 3, 1, 1], ins_ndim=[3, 3, 1, 1], device="cpu")
+    outs = numba_function(patch1, patch2, seed, run_fn=_patch_cpu_kernel(p, geo),
+                          out_types=[types.FLOAT, types.FLOAT, types.INT32],
+                          in_types=[types.FLOAT, types.FLOAT, types.INT32],
+                          outs_ndim=[3, 3, 1], ins_ndim=[3, 3, 1], device="cpu")
     outs = [fn.reshape(o, shape=[3, P, P], layout="CHW") for o in outs[:2]]
     if out_dtype(cfg) != types.FLOAT:
         outs = [fn.cast(o, dtype=out_dtype(cfg)) for o in outs]
@@ -257,19 +360,20 @@ def generate(images, cfg, colour: str | None = None) -> dict:
     offset = types.Constant((NEIGHBOURS + 1) * step, device="cpu")[label]
     start2 = corner + fn.random.choice(jitters, shape=[2]) + offset
 
-    patches = []
-    for start in (start1, start2):
-        patch = fn.slice(images, start=start, shape=[P, P], axis_names="HW", device=cfg.device)
-        if p.pixelate_prob > 0:
-            patch = _pixelate(patch, p, geo, cfg)
-        patches.append(patch)
+    patches = [fn.slice(images, start=start, shape=[P, P], axis_names="HW", device=cfg.device)
+               for start in (start1, start2)]
     colour = colour or ("numba" if cfg.device == "cpu" else "ops")
-    if not (p.projection or p.color_drop):
+    if colour == "numba" and cfg.device != "cpu":
+        raise ValueError("the numba patch step runs on DALI's CPU backend only")
+    if not (p.projection or p.color_drop or p.pixelate_prob > 0):
         patch1, patch2 = (to_chw(x, cfg) for x in patches)
     elif colour == "numba":
-        if cfg.device != "cpu":
-            raise ValueError("the numba colour step runs on DALI's CPU backend only")
-        patch1, patch2 = _colour_cpu(*patches, p, geo, cfg)
+        patch1, patch2 = _patches_cpu(*patches, p, geo, cfg)
     else:
-        patch1, patch2 = (to_chw(_colour_ops(x, p, geo, cfg.device), cfg, mean=0.0, std=1.0) for x in patches)
+        if p.pixelate_prob > 0:
+            patches = [_pixelate(x, p, geo, cfg) for x in patches]
+        if p.projection or p.color_drop:
+            patch1, patch2 = (to_chw(_colour_ops(x, p, geo, cfg.device), cfg, mean=0.0, std=1.0) for x in patches)
+        else:
+            patch1, patch2 = (to_chw(x, cfg) for x in patches)
     return {"patch1": patch1, "patch2": patch2, "position": fn.cast(label, dtype=types.INT64)}

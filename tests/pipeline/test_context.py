@@ -146,9 +146,10 @@ def test_projection_removes_green_magenta(colour):
             np.testing.assert_allclose(u[i], np.einsum("rc,hwc->rhw", B, crop), atol=1e-5)
 
 
-def test_pixelation_third_of_patches():
+@pytest.mark.parametrize("colour", ["numba", "ops"])  # the CPU's kernel and the GPU's two resizes
+def test_pixelation_third_of_patches(colour):
     image = noise_image()
-    g, a, b, _ = run(image, batches=6, color_drop=False, projection=False)
+    g, a, b, _ = run(image, batches=6, colour=colour, color_drop=False, projection=False)
     patches = np.concatenate([a, b])
     y, x = corner(patches)
     exact = is_exact_crop(patches, y, x, image)
@@ -156,6 +157,47 @@ def test_pixelation_third_of_patches():
     # pixelated patches lost fine detail: the noise channel is smoother than the image's
     detail = np.abs(np.diff(levels(patches[:, 2]), axis=-1)).mean(axis=(1, 2))
     assert detail[~exact].max() < detail[exact].min()
+
+
+@pytest.mark.parametrize("P, side", [(15, 3), (15, 10), (15, 14), (54, 7), (54, 40)])
+def test_numba_pixelation_is_dalis_two_resizes(P, side):
+    """The CPU kernel's pixelation = the GPU branch's two DALI resizes (antialiased linear down,
+    linear up), up to DALI's uint8 intermediate (rounding: < 0.5 of 255)."""
+    import nvidia.dali.types as types
+
+    rng = np.random.default_rng(side)
+    patches = [rng.integers(0, 256, (P, P, 3)).astype(np.uint8) for _ in range(4)]
+
+    @pipeline_def(batch_size=4, num_threads=1, device_id=None)
+    def pipe():
+        x = fn.external_source(source=lambda: patches, batch=True, layout="HWC")
+        return fn.resize(fn.resize(x, resize_x=side, resize_y=side), size=[P, P], dtype=types.FLOAT)
+
+    p = pipe()
+    p.build()
+    (out,) = p.run()
+    for i, patch in enumerate(patches):
+        ours = context._pixelate_patch(patch.astype(np.float32), side)
+        assert ours.shape == (P, P, 3)
+        np.testing.assert_allclose(ours, np.asarray(out[i]), atol=0.51)
+        assert np.abs(ours - patch).max() > 5  # and it did change the patch
+
+
+def test_kernel_noise_is_standard_gaussian_and_seeded():
+    """The CPU kernel's noise generator (splitmix64 + polar method): mean 0, the asked std,
+    Gaussian moments and tail mass, in place in a channel view; the same seed, the same values."""
+    out = np.zeros((3, 200, 250), np.float32)
+    context._normals(out[1], np.uint64(7), 2.0)
+    x = out[1].astype(np.float64).ravel() / 2.0
+    assert (out[0] == 0).all() and (out[2] == 0).all()  # wrote its channel only
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
+    assert abs((x ** 4).mean() - 3) < 0.1 and abs((x ** 3).mean()) < 0.05
+    assert abs((np.abs(x) > 1.96).mean() - 0.05) < 0.004
+    again = np.zeros((3, 200, 250), np.float32)
+    context._normals(again[1], np.uint64(7), 2.0)
+    np.testing.assert_array_equal(out, again)
+    context._normals(again[1], np.uint64(8), 2.0)
+    assert not np.array_equal(out, again)
 
 
 def test_same_seed_same_batches_half_precision():
