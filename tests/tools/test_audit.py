@@ -410,3 +410,27 @@ def test_64px_preset_keeps_the_jigsaw_gap_the_audit_asked_for():
     geo = build_config("jigsaw", "64px").pipeline.geometry(64)
     assert (geo.cell, geo.tile) == (21, 16)
     assert build_config("jigsaw", "alexnet").pipeline.geometry(224).tile == 64  # the paper's at full scale
+
+
+@pytest.mark.parametrize("drop, proj", [(True, False), (False, True)])
+def test_context_probes_follow_the_countermeasure_the_task_uses(drop, proj):
+    """Paper defaults (colour dropping) and `small` (projection): the countermeasure in use is the
+    default probe, on = the task as it is, off = both off; the other is measured alone."""
+    from spotart.pipeline.context import ContextParams
+    from spotart.tools.audit.probes import probes
+
+    params = ContextParams(color_drop=drop, projection=proj)
+    ps = probes("context", params, aberration=0.5)
+    used, other = ("colour dropping", "projection") if drop else ("projection", "colour dropping")
+    default = [p for p in ps if p.countermeasure == used]
+    assert {p.cue for p in default} == {"stats", "lowfreq", "chroma"} and all(p.default for p in default)
+    for p in default:
+        assert p.on.changes == () and dict(p.off.changes) == {"color_drop" if drop else "projection": False}
+    alone = [p for p in ps if p.countermeasure == other]
+    assert {p.cue for p in alone} == {"chroma"} and not any(p.default for p in alone)
+    for p in alone:  # on: the other one alone; off: both off
+        on = {**{"color_drop": drop, "projection": proj}, **dict(p.on.changes)}
+        off = {**{"color_drop": drop, "projection": proj}, **dict(p.off.changes)}
+        assert on == {"color_drop": not drop, "projection": not proj}
+        assert off == {"color_drop": False, "projection": False}
+    assert sum(p.planted for p in ps) == 2

@@ -6,7 +6,8 @@ parameter changes from the task's defaults, usually none) and with it off (`off`
 probes add synthetic chromatic aberration of strength `aberration` to both (pipeline/
 aberration.py): they show that the cheater catches the cue and that the countermeasure removes
 it, and say nothing about the user's data (--fail-above ignores them). A countermeasure that is
-off by default (context's projection) is measured on its own: colour dropping off in both.
+off for the task (context's projection at the paper's defaults, colour dropping at `small`) is
+measured on its own: the other one off in both.
 
 Labels: context the neighbour's position (8-way); jigsaw the permutation, scored per tile (the
 cell each tile came from, 9-way; cheaters.py); artifacts and inpainting real vs generated (the
@@ -67,19 +68,27 @@ class Probe:
 
 
 def _context(a: float, params) -> list[Probe]:
+    """Colour dropping and projection (the paper's two countermeasures against chromatic
+    aberration) are each measured alone: `on` is that one on and the other off, `off` both off,
+    as changes from the task's own parameters (the `small` preset uses projection, the paper's
+    default is colour dropping). The one the task uses is the default probe and also faces the
+    colour statistics and low-frequency cheaters."""
     V = Variant.of
     out = [Probe("edges", "gap", V(), V(gap=0)),
            Probe("edges", "jitter", V(), V(jitter=0)),
-           Probe("edges", "pixelation", V(), V(pixelate_prob=0.0)),
-           Probe("stats", "colour dropping", V(), V(color_drop=False)),
-           Probe("lowfreq", "colour dropping", V(), V(color_drop=False)),
-           Probe("chroma", "colour dropping", V(), V(color_drop=False)),
-           Probe("chroma", "projection", V(color_drop=False, projection=True), V(color_drop=False), default=False)]
-    if a:
-        out += [Probe("chroma", "colour dropping", V(a), V(a, color_drop=False), planted=True),
-                Probe("chroma", "projection", V(a, color_drop=False, projection=True), V(a, color_drop=False),
-                      planted=True, default=False)]
-    return out
+           Probe("edges", "pixelation", V(), V(pixelate_prob=0.0))]
+    planted = []
+    keys = ("color_drop", "projection")
+    for name, key in (("colour dropping", "color_drop"), ("projection", "projection")):
+        alone = {k: k == key for k in keys}
+        on = {k: v for k, v in alone.items() if getattr(params, k) != v}
+        off = {k: False for k in keys if getattr(params, k)}
+        default = not on
+        for cue in ("stats", "lowfreq", "chroma") if default else ("chroma",):
+            out.append(Probe(cue, name, V(**on), V(**off), default=default))
+        if a:
+            planted.append(Probe("chroma", name, V(a, **on), V(a, **off), planted=True, default=default))
+    return out + planted
 
 
 def _jigsaw(a: float, params) -> list[Probe]:
