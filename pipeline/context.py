@@ -344,7 +344,7 @@ def _patches_cpu(patch1, patch2, p: ContextParams, geo: ContextGeometry, cfg):
 
 def generate(images, cfg, colour: str | None = None) -> dict:
     """`colour`: "numba" (CPU backend; the default there) or "ops" (DALI operators, any backend;
-    the GPU's default) for projection and colour dropping."""
+    the GPU's default) for pixelation, projection and colour dropping."""
     p: ContextParams = cfg.params
     geo = p.geometry(cfg.image_size)
     step = geo.patch + geo.gap
