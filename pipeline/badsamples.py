@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..shards.tario import index_components
+
 
 @dataclass(frozen=True)
 class BadSample:
@@ -62,12 +64,8 @@ def read_index(path: str) -> list[str]:
 
 
 def jpg_entry(line: str) -> tuple[int, int, str] | None:
-    """(offset, size, member) of the jpg component on one index line (v1.2: `ext offset size name` per component)."""
-    parts = line.split()
-    for i in range(0, len(parts) - 3, 4):
-        if parts[i] == "jpg":
-            return int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]
-    return None
+    """(offset, size, member) of the jpg component on one index line (shards.tario's parser)."""
+    return index_components(line).get("jpg")
 
 
 def jpg_members(shards: str) -> list[tuple[str, int, int, str]]:

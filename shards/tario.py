@@ -129,6 +129,13 @@ def index_of_tar(path: str) -> str:
     return f"{INDEX_VERSION} {len(samples)}\n" + "".join(" ".join(s) + "\n" for s in samples)
 
 
+def index_components(line: str) -> dict[str, tuple[int, int, str]]:
+    """{ext: (offset, size, member name)} of one sample's line in a DALI index file (format v1.2:
+    `ext offset size name` per component, in tar order): the reader of what index_of_tar writes."""
+    parts = line.split()
+    return {parts[i]: (int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts) - 3, 4)}
+
+
 class AtomicLines:
     """Write text lines to `path + ".tmp"` as they come (bounded memory), then fsync and
     rename into place on a clean exit; a failure leaves the old file, if any, untouched."""

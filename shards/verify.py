@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from .tario import index_of_tar
+from .tario import index_components, index_of_tar
 
 
 @dataclass
@@ -152,13 +152,6 @@ class RepairReport:
         more = f" and {len(self.dropped) - 10} more" if len(self.dropped) > 10 else ""
         return (f"{self.path}: repaired, {self.kept} samples kept, {len(self.dropped)} dropped"
                 + (f": {gone}{more}" if self.dropped else ""))
-
-
-def index_components(line: str) -> dict[str, tuple[int, int, str]]:
-    """{ext: (offset, size, member name)} of one sample's line in a DALI index file (format v1.2:
-    `ext offset size name` per component, in tar order)."""
-    parts = line.split()
-    return {parts[i]: (int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts) - 3, 4)}
 
 
 def _read_by_index(tar: str, text: str):
