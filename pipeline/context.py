@@ -280,18 +280,20 @@ def _resample(src, n_out, support):
 
 
 @numba.njit(cache=True)
+def _resize_square(img, n, support):
+    """(S, S, 3) float -> (n, n, 3): `_resample` along the rows, then along the columns."""
+    S = img.shape[0]
+    rows = _resample(img.reshape((S, S * 3)), n, support)                           # (n, S*3): [y, x, c]
+    cols = _resample(rows.reshape((n, S, 3)).transpose(1, 0, 2).copy().reshape((S, n * 3)), n, support)
+    return cols.reshape((n, n, 3)).transpose(1, 0, 2).copy()                         # [x, y, c] -> [y, x, c]
+
+
+@numba.njit(cache=True)
 def _pixelate_patch(patch, side):
     """(P, P, 3) float -> the same downsampled to side x side (linear, antialiased) and back up
     (linear): the contract of `_pixelate`, in one pass of arithmetic instead of two DALI resizes."""
     P = patch.shape[0]
-    support = max(1.0, P / side)
-    flat = patch.reshape((P, P * 3))
-    rows = _resample(flat, side, support)                                      # (side, P*3)
-    cols = _resample(rows.reshape((side, P, 3)).transpose(1, 0, 2).copy().reshape((P, side * 3)), side, support)
-    small = cols.reshape((side, side, 3)).transpose(1, 0, 2).copy()            # (side, side, 3)
-    up_rows = _resample(small.reshape((side, side * 3)), P, 1.0)               # (P, side*3)
-    up = _resample(up_rows.reshape((P, side, 3)).transpose(1, 0, 2).copy().reshape((side, P * 3)), P, 1.0)
-    return up.reshape((P, P, 3)).transpose(1, 0, 2).copy()
+    return _resize_square(_resize_square(patch, side, max(1.0, P / side)), P, 1.0)
 
 
 def _patch_cpu_kernel(p: ContextParams, geo: ContextGeometry):
