@@ -52,8 +52,14 @@ def setup(device: str) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), grouped=True)
 
 
-def teardown():
+def teardown(sync: bool = False):
+    """`sync` (a run that ended normally): wait for every rank before the group goes, so no rank
+    tears its connections down while another is still in its last collective (a gloo rank whose
+    peer vanished mid-operation can abort at exit). Not after an error: the failed rank would
+    leave the others waiting on a barrier it never reaches."""
     if dist.is_initialized():
+        if sync and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

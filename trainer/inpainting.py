@@ -14,6 +14,11 @@ Joint loss, one phase, both optimisers stepping on the same forward (as artifact
   L_G = rec_weight * L_rec + adv_weight * BCE(D(fill), real)       (0.999 and 0.001, paper)
   L_D = BCE(D([target; fill]), [real; fake])
 
+adv_weight = 0 is the paper's own feature-learning setting (section 5.2: with the AlexNet encoder
+the adversarial loss did not converge, so the features come from the reconstruction loss alone):
+then no discriminator is built or run (at `small` D costs more than the whole generator), and
+acc_real / acc_fake are not logged.
+
 Choices where the paper is silent or its code differs:
   - D sees the whole composite image (context + prediction), not only the predicted square the
     centre-mode code crops for D, so the same D serves the "blocks" and "regions" holes.
@@ -69,14 +74,18 @@ class InpaintingTask(Task):
 
     def build_models(self, cfg):
         p = cfg.params
-        return {"generator": ContextEncoder(Trunk(cfg.trunk), cfg.image_size, dropout=p.dropout),
-                "disc": PatchDiscriminator(cfg.image_size, p.disc_width)}
+        models = {"generator": ContextEncoder(Trunk(cfg.trunk), cfg.image_size, dropout=p.dropout)}
+        if p.adv_weight > 0:
+            models["disc"] = PatchDiscriminator(cfg.image_size, p.disc_width)
+        return models
 
     def trunk(self, models):
         return models["generator"].trunk
 
     def phases(self, cfg):
-        return [Phase("inpainting", cfg.steps, ("generator", "disc"))]  # G first: its loss goes through D
+        # G first: its loss goes through D
+        nets = ("generator", "disc") if cfg.params.adv_weight > 0 else ("generator",)
+        return [Phase("inpainting", cfg.steps, nets)]
 
     def optimizer_params(self, models):
         return {name: list(m.parameters()) for name, m in models.items()}
@@ -97,6 +106,9 @@ class InpaintingTask(Task):
         x, target, weight, hole = batch["image"], batch["target"], batch["weight"], batch["mask"]
         pred = runners["generator"](x)
         rec = weighted_l2(pred, target, weight)
+        logs = {"loss_rec": rec.detach(), "rec_mse": L.masked_mse(pred.detach(), target, hole)}
+        if "disc" not in runners:
+            return {"generator": p.rec_weight * rec}, logs
         region = (weight > 0).to(pred.dtype)
         fill = region * pred + (1 - region) * target.to(pred.dtype)
         logits = runners["disc"](torch.cat([target.to(fill.dtype), fill]))
@@ -106,7 +118,6 @@ class InpaintingTask(Task):
         loss_adv = L.bce(logits[b:], torch.ones(b, device=x.device))
         loss_gen = p.rec_weight * rec + p.adv_weight * loss_adv
         acc_real, acc_fake = L.real_fake_accuracy(logits[:b], logits[b:])
-        logs = {"loss_gen": loss_gen.detach(), "loss_rec": rec.detach(), "loss_adv": loss_adv.detach(),
-                "loss_disc": loss_disc.detach(),
-                "rec_mse": L.masked_mse(pred.detach(), target, hole), "acc_real": acc_real, "acc_fake": acc_fake}
+        logs.update(loss_gen=loss_gen.detach(), loss_adv=loss_adv.detach(), loss_disc=loss_disc.detach(),
+                    acc_real=acc_real, acc_fake=acc_fake)
         return {"generator": loss_gen, "disc": loss_disc}, logs

@@ -183,7 +183,7 @@ def _processes(cfg: TrainConfig, paths: RunPaths):
     owns_group = not torch.distributed.is_initialized()
     info = distributed.setup(cfg.device)
     stop, file_log, pkg_logger = None, None, logging.getLogger("spotart")
-    pkg_level = pkg_logger.level
+    pkg_level, clean = pkg_logger.level, False
     try:
         rt = resolve_runtime(cfg, info.local_rank, info.world_size)
         if rt.device.type == "cpu" and cfg.cpu_threads:
@@ -198,6 +198,7 @@ def _processes(cfg: TrainConfig, paths: RunPaths):
             if pkg_logger.getEffectiveLevel() > logging.INFO:
                 pkg_logger.setLevel(logging.INFO)  # train.log gets INFO whatever the console shows
         yield info, rt, stop
+        clean = True
     finally:
         if stop is not None:
             stop.close()
@@ -206,7 +207,7 @@ def _processes(cfg: TrainConfig, paths: RunPaths):
             pkg_logger.setLevel(pkg_level)
             file_log.close()
         if owns_group:
-            distributed.teardown()
+            distributed.teardown(sync=clean)
 
 
 def _resume(paths: RunPaths, cfg, tr: Training, loader, info, rt: Runtime) -> int:

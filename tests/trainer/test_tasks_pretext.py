@@ -86,6 +86,21 @@ def test_task_learns_a_fixed_pipeline_batch(name, key, steps, sample_shards, tmp
     assert len(trunk.features(torch.zeros(2, 3, 32, 32))) == 5
 
 
+def test_inpainting_reconstruction_only_builds_no_discriminator(sample_shards, tmp_path):
+    # adv_weight=0: the paper's feature-learning setting (L2 only); D would cost more than G
+    cfg = build_config("inpainting", "tiny", BASE + ["steps=30", f"shards={sample_shards}", "adv_weight=0"])
+    models = get_task("inpainting").build_models(cfg)
+    assert set(models) == {"generator"}
+    torch.manual_seed(0)
+    run = str(tmp_path / "l2")
+    assert train(cfg, run, loader=Fixed(first_batch(cfg, sample_shards)))["finished"]
+    recs = records(run)
+    assert "acc_real" not in recs[-1] and "loss_disc" not in recs[-1]
+    losses = [r["loss_rec"] for r in recs]
+    assert sum(losses[-5:]) < 0.6 * sum(losses[:5]), losses
+    assert export_backbone(run, str(tmp_path / "l2.pt"))["task"] == "inpainting"
+
+
 def test_supervised_reads_classes_from_the_manifest(sample_shards):
     cfg = build_config("supervised", "tiny", BASE + [f"shards={sample_shards}"])
     assert cfg.params.num_classes == 8  # the sample collection's classes
