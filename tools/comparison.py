@@ -132,7 +132,8 @@ def write_section(path: str, text: str):
     old = open(path).read() if os.path.isfile(path) else "# Benchmarks\n"
     block = f"{START}\n{text}{END}\n"
     if START in old and END in old:
-        new = old[:old.index(START)] + block + old[old.index(END) + len(END):].lstrip("\n")
+        rest = old[old.index(END) + len(END):].lstrip("\n")
+        new = old[:old.index(START)] + block + ("\n" + rest if rest else "")  # a blank line before what follows
     else:
         new = old.rstrip("\n") + "\n\n" + block
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -151,6 +151,10 @@ def test_pretext_table_reports_seeds_spread_and_the_floor(tmp_path):
     out = doc.read_text()
     assert out.startswith("# Benchmarks\n\nother section\n") and out.count(bench.START) == 1
     assert "**60.0 ± 1.0**" in out and "40.0 ± 14.1" not in out
+    # a section after the table keeps its blank line through every rewrite
+    doc.write_text(out + "\n## after\n")
+    bench.write_section(str(doc), text)
+    assert f"{bench.END}\n\n## after\n" in doc.read_text()
 
 
 def test_geometry_rows_say_what_each_trunk_sees():
