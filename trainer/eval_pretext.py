@@ -12,6 +12,7 @@ torch.no_grad, last phase), averaged over the held-out images:
   context     acc (8-way position accuracy, chance 1/8), loss
   jigsaw      acc (permutation accuracy, chance 1/count), loss
   inpainting  rec_mse (MSE inside the hole, [-1, 1] units), loss_rec, acc_real / acc_fake of D
+              (none with adv_weight=0: no D)
   supervised  acc (top-1), loss
 """
 
