@@ -84,10 +84,10 @@ PRESETS: dict[str, dict] = {
         # a trunk trained on one colour channel and noise probes full-colour images badly (seed 0,
         # 26,000 steps, the table's probe: best layer 18.8 with projection, 14.3 with colour
         # dropping; docs/artifacts-learning.md). Batches of 128 pairs: a 31 px patch pair is too
-        # little work for one CPU thread at 32 (1,450 img/s against 1,850 at 128), so the same ten
-        # minutes see 1.0 M pairs instead of 0.83 M, with 8,000 less noisy steps (best layer
-        # 19.8 +- 0.1 over 2 seeds, conv4 / conv5 17.6 / 15.7, against 18.7 / 14.6 / 12.6 at 32
-        # x 26,000: the deep layers gain most)
+        # little work for one CPU thread at 32 (1,512 img/s against 1,871 at 128, medians of 3),
+        # so the same ten minutes see 1.0 M pairs instead of 0.83 M, with 8,000 less noisy steps
+        # (best layer 19.8 +- 0.1 over 2 seeds, conv4 / conv5 17.6 / 15.7, against 18.7 / 14.6 /
+        # 12.6 at 32 x 26,000: the deep layers gain most)
         "pipeline": {"jigsaw": {"count": 100, "crop": 255, "cell": 85},
                      "context": {"color_drop": False, "projection": True}},
     },
