@@ -213,9 +213,20 @@ def _get(d, dotted):
     return d
 
 
-def restore(ckpt: dict, models: dict, optimizers: dict, scaler):
+def load_weights(model: torch.nn.Module, ckpt: dict, name: str, path: str):
+    """ckpt's `name` weights into `model` (strict); a shape spotart no longer builds is one line."""
+    try:
+        model.load_state_dict(ckpt["models"][name], strict=True)
+    except (KeyError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: its {name!r} weights do not fit the network this spotart builds from its "
+                              f"config ({first}); it was written by another spotart version: train a new run, or "
+                              "use the version that wrote it") from err
+
+
+def restore(ckpt: dict, models: dict, optimizers: dict, scaler, path: str = "checkpoint"):
     for k, m in models.items():
-        m.load_state_dict(ckpt["models"][k], strict=True)
+        load_weights(m, ckpt, k, path)
     for k, o in optimizers.items():
         o.load_state_dict(ckpt["optimizers"][k])
     scaler.load_state_dict(ckpt["scaler"])

@@ -49,7 +49,7 @@ def psnr(mse: float) -> float:
 
 def load_run(run_dir: str, checkpoint: str | None = None):
     """(cfg, models in eval mode) of an artifacts run's checkpoint."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, load_weights
     from .config import TrainConfig
     from .tasks import get_task
 
@@ -63,7 +63,7 @@ def load_run(run_dir: str, checkpoint: str | None = None):
     task = get_task(cfg.task)
     models = task.build_models(cfg)
     for name, m in models.items():
-        m.load_state_dict(ckpt["models"][name], strict=True)
+        load_weights(m, ckpt, name, path)
         m.eval().requires_grad_(False)
     return cfg, models, int(ckpt["step"])
 

@@ -215,7 +215,7 @@ def _resume(paths: RunPaths, cfg, tr: Training, loader, info, rt: Runtime) -> in
     when last.pt cannot be read) -> its step."""
     ckpt, path = load_latest(paths.last, rt.device, hint="nothing to resume: start without --resume")
     check_config(ckpt, cfg.to_dict(), path)
-    restore(ckpt, tr.models, tr.optimizers, tr.scaler)
+    restore(ckpt, tr.models, tr.optimizers, tr.scaler, path)
     states = ckpt["rank_states"]
     if len(states) != info.world_size:
         raise CheckpointError(f"{path} was written by {len(states)} rank(s); resume it with the same "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_weights
 from .config import TrainConfig
 from .tasks import Task, get_task
 
@@ -62,6 +62,6 @@ def load_models(path: str, device="cpu", changes: dict | None = None,
     cfg = TrainConfig.from_dict({**ckpt["config"], **(changes or {})})
     models = get_task(cfg.task).build_models(cfg)
     for name, m in models.items():
-        m.load_state_dict(ckpt["models"][name], strict=True)
+        load_weights(m, ckpt, name, path)
         m.to(device)
     return cfg, models, ckpt

@@ -332,3 +332,15 @@ def test_a_zip_writer_error_on_a_full_disk_is_a_full_disk(tmp_path, monkeypatch)
     with pytest.raises(RuntimeError, match="unexpected pos"):
         ck.save_checkpoint(str(tmp_path / "last.pt"), **kw)
     assert os.listdir(tmp_path) == []
+
+
+def test_weights_of_another_shape_fail_in_one_line_naming_the_file():
+    from spotart.trainer.checkpoint import CheckpointError, load_weights
+    ckpt = {"models": {"generator": torch.nn.Linear(2, 3).state_dict()}}
+    with pytest.raises(CheckpointError) as e:
+        load_weights(torch.nn.Linear(2, 4), ckpt, "generator", "/runs/x/last.pt")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("/runs/x/last.pt: its 'generator' weights")
+    assert "size mismatch" in msg and "train a new run" in msg
+    with pytest.raises(CheckpointError, match="'disc'"):
+        load_weights(torch.nn.Linear(2, 3), ckpt, "disc", "/runs/x/last.pt")

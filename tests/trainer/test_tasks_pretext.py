@@ -19,7 +19,7 @@ from spotart.trainer.nets.context_encoder import ChannelwiseFC, ContextEncoder, 
 from spotart.trainer.nets.jigsaw_head import JigsawNet
 from spotart.trainer.nets.pair import PairNet
 from spotart.trainer.nets.trunk import Trunk
-from spotart.trainer.inpainting import weighted_l2
+from spotart.trainer.inpainting import composite, crop, predicted_square, weighted_l2
 from spotart.trainer.tasks import get_task, task_names
 
 BASE = ["progress=false", "log_every=1", "batch_size=8", "device=cpu", "lr_schedule=constant", "lr=1e-3"]
@@ -101,6 +101,36 @@ def test_inpainting_reconstruction_only_builds_no_discriminator(sample_shards, t
     assert export_backbone(run, str(tmp_path / "l2.pt"))["task"] == "inpainting"
 
 
+def test_inpainting_centre_hole_decodes_only_the_predicted_square(sample_shards):
+    cfg = build_config("inpainting", "tiny", BASE + [f"shards={sample_shards}"])
+    batch = first_batch(cfg, sample_shards)
+    square = predicted_square(cfg)
+    a, n = square
+    assert n == cfg.image_size // 2
+    # the pipeline weighs nothing outside the square, so the loss on it is the whole image's loss
+    weight = batch["weight"]
+    inside = torch.zeros_like(weight, dtype=torch.bool)
+    inside[..., a:a + n, a:a + n] = True
+    assert (weight[~inside] == 0).all() and (weight[inside] > 0).all()
+    gen = get_task("inpainting").build_models(cfg)["generator"].eval()
+    with torch.no_grad():
+        pred = gen(batch["image"])
+    assert pred.shape[-2:] == (n, n)
+    pasted = torch.rand_like(batch["target"])  # anything outside the square: weight 0 there
+    pasted[..., a:a + n, a:a + n] = pred
+    assert weighted_l2(pred, crop(batch["target"], square), crop(weight, square)).item() == pytest.approx(
+        weighted_l2(pasted, batch["target"], weight).item(), rel=1e-5)
+    # what D judges: the target with the square replaced by the prediction
+    fill = composite(pred, batch["target"], weight, square)
+    assert torch.equal(fill[..., a:a + n, a:a + n], pred)
+    assert torch.equal(fill[~inside.expand_as(fill)], batch["target"][~inside.expand_as(fill)])
+    # random hole shapes can fall anywhere: the whole image is decoded
+    blocks = build_config("inpainting", "tiny", BASE + [f"shards={sample_shards}", "mode=blocks"])
+    assert predicted_square(blocks) is None
+    gen = get_task("inpainting").build_models(blocks)["generator"].eval()
+    assert gen(batch["image"]).shape[-2:] == batch["image"].shape[-2:]
+
+
 def test_supervised_reads_classes_from_the_manifest(sample_shards):
     cfg = build_config("supervised", "tiny", BASE + [f"shards={sample_shards}"])
     assert cfg.params.num_classes == 8  # the sample collection's classes
@@ -143,6 +173,8 @@ def test_context_encoder_and_discriminator_geometry():
     for size in (32, 64):
         g = ContextEncoder(Trunk("tiny"), size)
         assert g(torch.randn(2, 3, size, size)).shape == (2, 3, size, size)
+        half = ContextEncoder(Trunk("tiny"), size, out_size=size // 2)
+        assert half(torch.randn(2, 3, size, size)).shape == (2, 3, size // 2, size // 2)
         assert PatchDiscriminator(size, 8)(torch.randn(2, 3, size, size)).shape == (2,)
     with pytest.raises(ValueError, match="power of two"):
         ContextEncoder(Trunk("tiny"), 36)

@@ -10,8 +10,14 @@ weights), letting information travel across the whole image at a fraction of a f
 size - with dropout 0.5 (released code), followed by a 1x1 convolution that mixes channels.
 
 Decoder: 4x4 stride-2 up-convolutions with BatchNorm and ReLU, halving the width each time,
-from conv5's n x n up to the image side S (S / n must be a power of two: 4 -> 32 for `tiny`,
-4 -> 64 and 14 -> 224 for the AlexNet presets), then a 3x3 convolution to RGB and tanh.
+from conv5's n x n up to the output side (out / n must be a power of two), then a 3x3
+convolution to RGB and tanh. The output is either the whole image (side S: the random hole
+shapes can be anywhere) or, for the centre hole, only the predicted central square (side S / 2:
+4 -> 32 at `small`, 14 -> 112 at 224 px), as the released centre-mode code does (a 64 px output
+for its 128 px input). The square is not only faithful but cheap: the last, full-resolution
+up-convolution costs almost as much as the rest of the generator (at `small`, batch 32, one
+thread: forward + backward + Adam 89 ms to the whole image against 49 ms to the square, 1.81x,
+`tools/bench/inpainting_step.py`, docs/benchmarks.md).
 
 Discriminator: the DCGAN discriminator the released code uses - 4x4 stride-2 convolutions,
 LeakyReLU 0.2, BatchNorm from the second layer, doubling the width, down to a 4 x 4 map, then
@@ -53,23 +59,28 @@ class ChannelwiseFC(nn.Module):
 
 
 class ContextEncoder(nn.Module):
-    def __init__(self, trunk: Trunk, image_size: int, dropout: float = 0.5):
+    """(B, 3, S, S) -> (B, 3, out, out) in [-1, 1]; out = S unless `out_size` is given."""
+
+    def __init__(self, trunk: Trunk, image_size: int, dropout: float = 0.5, out_size: int | None = None):
         super().__init__()
         self.trunk = trunk
+        out = image_size if out_size is None else out_size
         n = trunk_side(trunk, image_size)
-        ups = math.log2(image_size / n) if image_size % n == 0 else -1
+        ups = math.log2(out / n) if out % n == 0 else -1
         if ups < 1 or ups != int(ups):
-            raise ValueError(f"context encoder: image_size {image_size} / conv5 side {n} must be a power of two "
-                             f">= 2 (pick an image size that is a multiple of {trunk.config.downsampling})")
+            raise ValueError(f"context encoder: output side {out} / conv5 side {n} (image {image_size}) must be a "
+                             f"power of two >= 2 (pick an image size that is a multiple of "
+                             f"{trunk.config.downsampling})")
+        self.out_size = out
         c = trunk.out_channels
         self.bottleneck = nn.Sequential(ChannelwiseFC(c, n), nn.Dropout(dropout), nn.Conv2d(c, c, 1),
                                         nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         layers, width = [], c
         for _ in range(int(ups)):
-            out = max(width // 2, 16)
-            layers += [nn.ConvTranspose2d(width, out, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(out),
+            nxt = max(width // 2, 16)
+            layers += [nn.ConvTranspose2d(width, nxt, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(nxt),
                        nn.ReLU(inplace=True)]
-            width = out
+            width = nxt
         layers += [nn.Conv2d(width, 3, 3, padding=1), nn.Tanh()]
         self.decoder = nn.Sequential(*layers)
 
