@@ -142,8 +142,10 @@ class InpaintingTask(Task):
         x, target, weight, hole = batch["image"], batch["target"], batch["weight"], batch["mask"]
         square = predicted_square(cfg)
         pred = runners["generator"](x)
-        rec = weighted_l2(pred, crop(target, square), crop(weight, square))
-        logs = {"loss_rec": rec.detach(), "rec_mse": L.masked_mse(pred.detach(), crop(target, square), crop(hole, square))}
+        # the loss lives where the generator predicts: the centre square, or the whole image
+        region_target, region_weight, region_hole = (crop(v, square) for v in (target, weight, hole))
+        rec = weighted_l2(pred, region_target, region_weight)
+        logs = {"loss_rec": rec.detach(), "rec_mse": L.masked_mse(pred.detach(), region_target, region_hole)}
         if "disc" not in runners:
             return {"generator": p.rec_weight * rec}, logs
         fill = composite(pred, target, weight, square)

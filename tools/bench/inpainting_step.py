@@ -22,38 +22,27 @@ import time
 
 import torch
 
-from spotart.pipeline.inpainting import centre_square
-from spotart.trainer.config import PRESETS
-from spotart.trainer.inpainting import weighted_l2
+from spotart.trainer.config import PRESETS, build_config
+from spotart.trainer.inpainting import crop, predicted_square, weighted_l2
 from spotart.trainer.nets.context_encoder import ContextEncoder
 from spotart.trainer.nets.trunk import Trunk
 
 
-def preset_value(preset: str, key: str):
-    """The preset's value of `key` for inpainting (its per-task override, else the preset's)."""
-    p = PRESETS[preset]
-    return p.get("tasks", {}).get("inpainting", {}).get(key, p[key])
-
-
-def step_ms(out_size: int | None, preset: str, batch: int, steps: int, warmup: int, repeats: int) -> float:
-    p = PRESETS[preset]
-    size = preset_value(preset, "image_size")
+def step_ms(cfg, out_size: int | None, steps: int, warmup: int, repeats: int) -> float:
+    size, batch = cfg.image_size, cfg.batch_size
     torch.manual_seed(0)
-    gen = ContextEncoder(Trunk(p["trunk"]), size, out_size=out_size).to(memory_format=torch.channels_last)
+    gen = ContextEncoder(Trunk(cfg.trunk), size, out_size=out_size).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(gen.parameters(), 1e-4)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
-    a, n, _, _ = centre_square(size, 4)
+    a, n = predicted_square(cfg)
     target = torch.randn(batch, 3, size, size).clamp(-1, 1)
     weight = torch.zeros(batch, 1, size, size)
     weight[..., a:a + n, a:a + n] = 1.0
 
+    square = None if out_size is None else (a, n)
+
     def one():
-        pred = gen(x)
-        if out_size is None:
-            loss = weighted_l2(pred, target, weight)
-        else:
-            sq = (..., slice(a, a + n), slice(a, a + n))
-            loss = weighted_l2(pred, target[sq], weight[sq])
+        loss = weighted_l2(gen(x), crop(target, square), crop(weight, square))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -79,11 +68,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
-    batch = args.batch_size or preset_value(args.preset, "batch_size")
-    size = preset_value(args.preset, "image_size")
+    cfg = build_config("inpainting", args.preset,
+                       ["data=synthetic"] + ([f"batch_size={args.batch_size}"] if args.batch_size else []))
+    size, batch = cfg.image_size, cfg.batch_size
     torch.set_num_threads(args.threads)
-    run = lambda out: step_ms(out, args.preset, batch, args.steps, args.warmup, args.repeats)  # noqa: E731
-    whole, square = run(None), run(size // 2)
+    run = lambda out: step_ms(cfg, out, args.steps, args.warmup, args.repeats)  # noqa: E731
+    whole, square = run(None), run(predicted_square(cfg)[1])
     res = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "machine": f"{platform.node()} {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s)",
            "preset": args.preset, "image_size": size, "batch": batch,
