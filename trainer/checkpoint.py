@@ -218,9 +218,10 @@ def load_weights(model: torch.nn.Module, ckpt: dict, name: str, path: str):
     try:
         model.load_state_dict(ckpt["models"][name], strict=True)
     except (KeyError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[-1].strip() if str(err).strip() else type(err).__name__
+        lines = str(err).strip().splitlines()  # torch's last line names the offending tensor
+        detail = lines[-1].strip() if lines else type(err).__name__
         raise CheckpointError(f"{path}: its {name!r} weights do not fit the network this spotart builds from its "
-                              f"config ({first}); it was written by another spotart version: train a new run, or "
+                              f"config ({detail}); it was written by another spotart version: train a new run, or "
                               "use the version that wrote it") from err
 
 
