@@ -19,7 +19,7 @@ import os
 import numpy as np
 import nvidia.dali.fn as fn
 import nvidia.dali.types as types
-from nvidia.dali import pipeline_def
+from nvidia.dali import OperatorConcurrency, StreamPolicy, pipeline_def
 
 from . import aberration
 from .config import TASKS, PipelineConfig
@@ -167,9 +167,16 @@ def images_and_labels(cfg: PipelineConfig, jpg, cls):
 
 
 def pipeline_kwargs(cfg: PipelineConfig, shard_id: int) -> dict:
+    # DALI's dynamic executor runs a CPU, a mixed and a GPU operator at once ("backend"). The task
+    # generators are wide graphs of small GPU operators (context: two patches, each cropped,
+    # jittered and colour-dropped on its own); "full" lets independent ones overlap, each on its
+    # own stream. It changes when operators run, never what they compute.
+    full = cfg.concurrency == "full"
     return dict(batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id(cfg),
                 prefetch_queue_depth=cfg.prefetch, seed=(cfg.seed * 7919 + shard_id) % (2**31 - 1),
-                exec_dynamic=True)
+                exec_dynamic=True,
+                concurrency=OperatorConcurrency.FULL if full else OperatorConcurrency.BACKEND,
+                stream_policy=StreamPolicy.PER_OPERATOR if full else StreamPolicy.PER_BACKEND)
 
 
 def build_pipeline(cfg: PipelineConfig, checkpoint: str | bytes | None = None, source=None,

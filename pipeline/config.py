@@ -28,6 +28,7 @@ TASKS = {
     "images": ("images", "ImageParams"),
 }
 DTYPES = ("float32", "float16", "bfloat16")
+CONCURRENCY = ("backend", "full")
 
 
 def task_params_class(task: str):
@@ -60,6 +61,7 @@ class PipelineConfig:
     flip: bool = True
     aberration: float = 0.0          # synthetic lateral chromatic aberration: green scaled by 1 + s (aberration.py)
     hw_decoder_load: float = 0.65    # share of JPEG decoding given to the hardware decoder (A100/H100)
+    concurrency: str = "backend"     # DALI operator concurrency: "backend" (DALI's default) or "full" (see build.py)
     initial_fill: int = 1024         # shuffle buffer of the reader, per rank
     params: Any = None               # task parameters; see module docstring
 
@@ -79,6 +81,8 @@ class PipelineConfig:
             raise ValueError(f"min_area must be in (0, 1], got {self.min_area}")
         if not 0.0 <= self.hw_decoder_load <= 1.0:
             raise ValueError(f"hw_decoder_load must be in [0, 1], got {self.hw_decoder_load}")
+        if self.concurrency not in CONCURRENCY:
+            raise ValueError(f"concurrency must be one of {CONCURRENCY}, got {self.concurrency!r}")
         if not abs(self.aberration) <= MAX_SCALE:
             raise ValueError(f"aberration must be in [-{MAX_SCALE}, {MAX_SCALE}] (a radial scale of the green "
                              f"channel; 0 = off), got {self.aberration}")

@@ -26,7 +26,8 @@ def pipeline_config(cfg, rt, training: bool = True, **changes) -> PipelineConfig
     fields = dict(
         shards=cfg.shards or "", task=get_task(cfg.task).pipeline_task, batch_size=cfg.batch_size,
         image_size=cfg.image_size, device="gpu" if gpu else "cpu", device_id=rt.device.index if gpu else None,
-        num_threads=cfg.num_threads, prefetch=cfg.prefetch, hw_decoder_load=cfg.hw_decoder_load, seed=cfg.seed,
+        num_threads=cfg.num_threads, prefetch=cfg.prefetch, hw_decoder_load=cfg.hw_decoder_load,
+        concurrency=cfg.dali_concurrency, seed=cfg.seed,
         dtype=rt.data_dtype, training=training, min_area=cfg.min_area, flip=cfg.flip,
         aberration=cfg.aberration, params=cfg.pipeline)
     fields.update(changes)

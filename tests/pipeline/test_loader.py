@@ -154,3 +154,25 @@ def test_parse_labels_any_width():
     out = pipe.run()[0]
     got = [int(np.array(out[i])[0]) for i in range(len(values))]
     assert got == [0, 7, 42, 1000, 999999999, -1, 123456]
+
+
+def test_full_operator_concurrency_changes_when_not_what(sample_shards):
+    """`concurrency="full"` lets independent DALI operators overlap; each operator keeps its own
+    random state, so the batches equal the default executor's, sample for sample."""
+    def batches(concurrency):
+        c = PipelineConfig(shards=sample_shards, task="context", batch_size=8, image_size=48, device="cpu",
+                           num_threads=2, initial_fill=16, seed=3, concurrency=concurrency)
+        it = iter(DaliLoader(c))
+        return [next(it) for _ in range(3)]
+
+    a, b = batches("backend"), batches("full")
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for k in x:
+            if isinstance(x[k], torch.Tensor):
+                assert torch.equal(x[k], y[k]), k
+
+
+def test_concurrency_is_validated(unique_shards):
+    with pytest.raises(ValueError, match="concurrency must be one of"):
+        cfg(unique_shards, concurrency="max")

@@ -266,6 +266,11 @@ BASE = dict(pipeline_ips=1000.0, train_ips=1000.0, e2e_ips=500.0, wait_frac=0.5,
     ({"num_threads": 8, "pipeline_cores": 7.9}, "data", "decode", "threads"),  # CPU saturated
     ({"device": "gpu"}, "data", "decode", "hardware decoder load"),
     ({"device": "gpu", "hw_decoder_load": 1.0}, "data", "decode", "threads"),
+    # the H200's 224 px context profile (2026-11-28): hardware decoder only, threads half idle
+    ({"pipeline_ips": 10399.0, "train_ips": 15143.0, "e2e_ips": 10566.0, "wait_frac": 0.18, "device": "gpu",
+      "stage_ms": {"read": 1.72, "decode": 3.84, "augment": 2.95, "generate": 1.92}, "num_threads": 8,
+      "cpu_count": 16, "pipeline_cores": 4.89, "hw_decoder_load": 1.0, "batch_size": 128}, "data", "decode",
+     "batch size"),
     ({"device": "gpu", "stage_ms": {"read": 1, "decode": 1, "augment": 1, "generate": 5}}, "data", "generate",
      "batch size"),
     ({"pipeline_ips": 3000.0, "device": "gpu"}, "data", "delivery", "prefetch depth"),

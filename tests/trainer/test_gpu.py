@@ -127,13 +127,15 @@ def test_gpu_resume_is_exact_in_fp32(tmp_path):
     state, then steps equal to float tolerance (runtime.determinism says why)."""
     a, b = straight_and_resumed(tmp_path, "precision=fp32", "channels_last=false", "ckpt_every=100")
     for ra, rb in zip(a, b, strict=True):
+        # The first step after the resume (step 5) shows the restored state: a wrong mask, RNG or
+        # lr moves it by percents, so it is held to 2e-3. After it, cuDNN's algorithm choice and
+        # atomics' summation order differ between the two processes and the adversarial steps
+        # amplify that rounding (H100: 2.2e-4 relative on loss_disc at step 6; H200: 2.3e-3 at
+        # step 7), so later steps only have to stay on the same trajectory.
+        rel = 2e-3 if ra["step"] <= 5 else 2e-2
         for k in ("ae_mse", "loss_disc", "loss_repair"):
             if k in ra:
-                # cuDNN may pick other algorithms after a restart, and atomics reorder sums: the
-                # differences start at float rounding and grow with each adversarial step (H100:
-                # 2.2e-4 relative on loss_disc at step 6), far below what a wrong restored state
-                # (another mask, RNG or lr) moves
-                assert ra[k] == pytest.approx(rb[k], rel=2e-3, abs=1e-5), (ra["step"], k)
+                assert ra[k] == pytest.approx(rb[k], rel=rel, abs=1e-5), (ra["step"], k)
 
 
 def test_gpu_resume_is_bitwise_with_deterministic(tmp_path):

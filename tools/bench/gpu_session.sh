@@ -33,7 +33,9 @@
 # machine start included; each part's call ~6 s; the full run 458 s, of which the tests 96 s. A
 # fresh machine after give_back needs all four parts again. Sections already measured there
 # (train64, train224, decode, profile64, profile224) need no rerun unless the code under them
-# changed: the next session's run is SECTIONS='tests pipe224 pipe224hw pipe64 build_scaling'.
+# changed. Seen on the H200 (2026-11-28, "GPU results, second run"): call 1 held 30 s, the parts
+# ~5 s each, SECTIONS='tests pipe224 pipe224hw pipe64 build_scaling' 360 s; every section has now
+# run on a GPU. GPU_TESTS narrows the tests section to some files (a rerun after a test fix).
 #
 # Locally (CPU, the smoke test of this script): DEVICE=cpu QUICK=1 bash tools/bench/gpu_session.sh
 # Environment: SECTIONS (default: all, in the order below), TOTAL_S (default 510 s; 1500 on the CPU), DATA_DIR,
@@ -49,7 +51,7 @@ OUT=${OUT:-$(mktemp -d)}
 WORK=${WORK:-/tmp/spotart-gpu}
 RES=$WORK/results
 TOTAL_S=${TOTAL_S:-$([ "$DEVICE" = gpu ] && echo 510 || echo 1500)}
-ALL="tests pipe224 pipe224hw train64 train224 decode profile224 profile64 pipe64 build_scaling"  # by priority: TOTAL_S cuts the tail
+ALL="tests pipe224 pipe224hw train64 train224 decode profile224 profile64 pipe64 profile224tasks pipe224knobs build_scaling"  # by priority: TOTAL_S cuts the tail
 SECTIONS=${SECTIONS:-$ALL}
 mkdir -p "$OUT" "$WORK" "$RES"
 if [ -z "${PY:-}" ]; then
@@ -128,10 +130,10 @@ declare -A STATUS SECONDS_USED BUDGET
 if [ "$DEVICE" = gpu ]; then
   # seconds each section took on the H100 (2026-11-27), plus a margin
   BUDGET=([tests]=115 [train64]=95 [train224]=130 [pipe64]=100 [pipe224]=110 [pipe224hw]=110 [decode]=35 [profile64]=45
-          [profile224]=55 [build_scaling]=60)
+          [profile224]=55 [profile224tasks]=120 [pipe224knobs]=120 [build_scaling]=60)
 else
   BUDGET=([tests]=120 [train64]=120 [train224]=150 [pipe64]=150 [pipe224]=150 [pipe224hw]=150 [decode]=60 [profile64]=120
-          [profile224]=180 [build_scaling]=120)
+          [profile224]=180 [profile224tasks]=300 [pipe224knobs]=300 [build_scaling]=120)
 fi
 
 run_section() {  # name, command...: time-boxed, logged, status recorded
@@ -167,7 +169,7 @@ if [ "$DEVICE" = cpu ]; then
   cpu_train=(--device cpu --batch-size 4)
   cpu_prof64=(--set device=cpu --set batch_size=16); cpu_prof224=(--set device=cpu --set batch_size=2)
 fi
-gpu_tests=(tests)  # every test marked gpu (26 on 2026-11-27)
+read -r -a gpu_tests <<< "${GPU_TESTS:-tests}"  # default: every test marked gpu (26 on 2026-11-27)
 xdist=(); "$PY" -c "import xdist" 2>/dev/null && [ "$QUICK" = 0 ] && xdist=(-n 4)
 modes=(mixed:0 mixed:0.65 mixed:1 cpu); [ "$DEVICE" = cpu ] && modes=(cpu)
 tasks=(artifacts inpainting context jigsaw images)
@@ -183,7 +185,7 @@ for s in $SECTIONS; do
               --batch $B64 --batches $NB --repeats $REP --tasks "${tasks[@]}" --json "$RES/pipe64.json" ;;
     pipe224) run_section pipe224 "$PY" tools/bench/pipeline.py --shards "$s224" --device "$DEVICE" --workers $W \
                --batch $B224 --batches $NB --repeats $REP --image-size 224 --preset alexnet --tasks "${tasks[@]}" \
-               --json "$RES/pipe224.json" ;;
+               --set hw_decoder_load=0.65 --json "$RES/pipe224.json" ;;  # DALI's default (the preset's is 1)
     pipe224hw)  # every JPEG on the hardware decoder: decode-only it was 1.47x the default 0.65 on the H100
       run_section pipe224hw "$PY" tools/bench/pipeline.py --shards "$s224" --device "$DEVICE" --workers $W \
         --batch $B224 --batches $NB --repeats $REP --image-size 224 --preset alexnet --tasks "${tasks[@]}" \
@@ -198,6 +200,19 @@ for s in $SECTIONS; do
     profile224) run_section profile224 bash -c "'$PY' -m spotart.tools.cli profile --shards '$s224' --task artifacts \
                   --preset alexnet ${cpu_prof224[*]} --batches $PB --rounds $PR --warmup 3 --profile-steps 3 \
                   --no-trace --out '$RES/profile-alexnet' && cp '$RES/profile-alexnet/report.md' '$RES/profile-alexnet.md'" ;;
+    profile224tasks)  # the tasks that miss 5x at 224 px even with every JPEG on the hardware decoder (H200)
+      run_section profile224tasks bash -c "for t in ${PROFILE_TASKS:-context jigsaw}; do
+                  '$PY' -m spotart.tools.cli profile --shards '$s224' --task \$t --preset alexnet ${cpu_prof224[*]} \
+                  --pipeline-set hw_decoder_load=1 --batches $PB --rounds $PR --warmup 3 --profile-steps 3 --no-trace \
+                  --out '$RES'/profile-alexnet-\$t && cp '$RES'/profile-alexnet-\$t/report.md '$RES'/profile-alexnet-\$t.md \
+                  || exit 1; done" ;;
+    pipe224knobs)  # the executor's knobs for those two, every JPEG on the hardware decoder, one run each
+      run_section pipe224knobs bash -c "for knobs in base prefetch=4 dali_concurrency=full 'prefetch=4 dali_concurrency=full'; do
+                  sets=(); [ \"\$knobs\" = base ] || for k in \$knobs; do sets+=(--set \$k); done
+                  '$PY' tools/bench/pipeline.py --shards '$s224' --device $DEVICE --workers $W --batch $B224 \
+                    --batches $NB --repeats 1 --image-size 224 --preset alexnet --tasks ${KNOB_TASKS:-context jigsaw} \
+                    --set hw_decoder_load=1 \"\${sets[@]}\" --json '$RES'/pipe224knobs-\${knobs// /+}.json || echo \"FAILED: \$knobs\"
+                done" ;;
     build_scaling)
       if [ -f tools/bench/build_scaling.sh ]; then  # issue 14's shard-build scaling runs (-j 1..16)
         # one round per -j (REPEAT 1) to fit the section's minutes; the medians need a longer call

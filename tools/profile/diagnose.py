@@ -8,7 +8,10 @@ Rules, in order:
    b. Otherwise the pipeline is too slow: its most expensive stage (truncated-pipeline
       differences) names the knob: decode on a GPU -> hardware decoder load; CPU stages ->
       threads while cores are left, else the CPU is saturated (decode on the GPU); GPU stages ->
-      batch size (per-batch launch cost).
+      batch size (per-batch launch cost). Decode on a GPU with every JPEG on the hardware decoder
+      and the threads idle is no I/O wait either: on the H200 at 224 px (2026-11-28: context and
+      jigsaw, read alone 74-83k img/s, pipeline 10-11k) 8 vs 16 threads, prefetch 2 vs 4 and full
+      operator concurrency all stayed within +-8%; batch size is the knob left.
 2. Interference when the step rarely waits, yet the two together run below `SHARE_LIMIT` of the
    slower of the two alone: they slow each other down on what they share. On the CPU: the cores
    (split the threads). On a GPU: the device and the host (H100, 64px preset, 2026-11-27: data wait
@@ -60,6 +63,12 @@ def diagnose(f: dict) -> dict:
                 return _out("data", stage, "threads", what +
                             f"; its {f['num_threads']} DALI threads are busy ({f['pipeline_cores']:.1f} cores) and "
                             f"the machine has {f['cpu_count']}: raise them (`--set num_threads={new}`).")
+            if not busy and dev == "gpu" and stage == "decode":
+                return _out("data", stage, "batch size", what +
+                            f"; every JPEG is on the hardware decoder already and the DALI threads are not the "
+                            f"limit ({f['pipeline_cores']:.1f} of {f['num_threads']} cores busy): the limit is on the "
+                            f"device side, where a larger batch amortises each operator's per-batch cost "
+                            f"(`--set batch_size={2 * f['batch_size']}`).")
             if not busy:
                 return _out("data", stage, "threads", what +
                             f"; its threads use only {f['pipeline_cores']:.1f} of {f['num_threads']} cores, so "
