@@ -36,6 +36,11 @@
 # changed. Seen on the H200 (2026-11-28, "GPU results, second run"): call 1 held 30 s, the parts
 # ~5 s each, SECTIONS='tests pipe224 pipe224hw pipe64 build_scaling' 360 s; every section has now
 # run on a GPU. GPU_TESTS narrows the tests section to some files (a rerun after a test fix).
+# What is left for a GPU is issue 10's table at 64px (section table64, not run yet; the smoke test
+# ran it on the CPU): in call 4, SECTIONS=table64 TOTAL_S=570 with timeout_s 590; it resumes, so
+# if the 540 s budget cuts it, rerun the same command on the warm machine (nothing to carry).
+# Figures then go to docs/profiles/gpu-<chip>-64px-pretext-table.md (not into benchmarks.md's
+# table section, which holds the `small` table).
 #
 # Locally (CPU, the smoke test of this script): DEVICE=cpu QUICK=1 bash tools/bench/gpu_session.sh
 # Environment: SECTIONS (default: all, in the order below), TOTAL_S (default 510 s; 1500 on the CPU), DATA_DIR,
@@ -51,7 +56,7 @@ OUT=${OUT:-$(mktemp -d)}
 WORK=${WORK:-/tmp/spotart-gpu}
 RES=$WORK/results
 TOTAL_S=${TOTAL_S:-$([ "$DEVICE" = gpu ] && echo 510 || echo 1500)}
-ALL="tests pipe224 pipe224hw train64 train224 decode profile224 profile64 pipe64 profile224tasks pipe224knobs build_scaling"  # by priority: TOTAL_S cuts the tail
+ALL="tests pipe224 pipe224hw train64 train224 decode profile224 profile64 pipe64 profile224tasks pipe224knobs build_scaling table64"  # by priority: TOTAL_S cuts the tail
 SECTIONS=${SECTIONS:-$ALL}
 mkdir -p "$OUT" "$WORK" "$RES"
 if [ -z "${PY:-}" ]; then
@@ -130,10 +135,10 @@ declare -A STATUS SECONDS_USED BUDGET
 if [ "$DEVICE" = gpu ]; then
   # seconds each section took on the H100 (2026-11-27), plus a margin
   BUDGET=([tests]=115 [train64]=95 [train224]=130 [pipe64]=100 [pipe224]=110 [pipe224hw]=110 [decode]=35 [profile64]=45
-          [profile224]=55 [profile224tasks]=120 [pipe224knobs]=120 [build_scaling]=60)
+          [profile224]=55 [profile224tasks]=120 [pipe224knobs]=120 [build_scaling]=60 [table64]=540)
 else
   BUDGET=([tests]=120 [train64]=120 [train224]=150 [pipe64]=150 [pipe224]=150 [pipe224hw]=150 [decode]=60 [profile64]=120
-          [profile224]=180 [profile224tasks]=300 [pipe224knobs]=300 [build_scaling]=120)
+          [profile224]=180 [profile224tasks]=300 [pipe224knobs]=300 [build_scaling]=120 [table64]=1200)
 fi
 
 run_section() {  # name, command...: time-boxed, logged, status recorded
@@ -221,6 +226,15 @@ for s in $SECTIONS; do
       else
         STATUS[build_scaling]="skipped: tools/bench/build_scaling.sh not in this checkout"
       fi ;;
+    table64)  # issue 10's pretext table at 64px (random + 4 tasks, TABLE_SEEDS, TABLE_MINUTES of training
+              # each): resumable, so a second call with the same command finishes what the first left
+      table=(--preset 64px --train-shards "$tin" --val-shards "$WORK/tinval" --budget-minutes "${TABLE_MINUTES:-0.5}")
+      [ "$QUICK" = 1 ] && table=(--preset 64px --train-shards "$WORK/tinval" --val-shards "$WORK/tinval" --steps 2
+                                 --eval-epochs 1 --pretext-batches 1 --dims 1024)
+      run_section table64 bash -c "'$PY' tools/bench/pretext_table.py ${table[*]} --workdir '$WORK/table64' --resume \
+        --seeds ${TABLE_SEEDS:-0 1} --tasks ${TABLE_TASKS:-random artifacts jigsaw inpainting context} --cache-features \
+        --device $([ "$DEVICE" = gpu ] && echo cuda || echo cpu) --num-threads $([ "$DEVICE" = gpu ] && echo 8 || echo 2) \
+        --out '$RES/table64.md'; rc=\$?; cp '$WORK'/table64/pretext_table-64px.json '$RES'/ 2>/dev/null; exit \$rc" ;;
     *) log "unknown section $s (known: $ALL)"; STATUS[$s]="unknown section" ;;
   esac
 done
