@@ -70,7 +70,7 @@ class Probe:
 def _context(a: float, params) -> list[Probe]:
     """Colour dropping and projection (the paper's two countermeasures against chromatic
     aberration) are each measured alone: `on` is that one on and the other off, `off` both off,
-    as changes from the task's own parameters (the `small` preset uses projection, the paper's
+    as changes from the task's own parameters (`small` and `64px` use projection, the paper's
     default is colour dropping). The one the task uses is the default probe and also faces the
     colour statistics and low-frequency cheaters."""
     V = Variant.of
