@@ -106,8 +106,12 @@ PRESETS: dict[str, dict] = {
         # as at `small`: context and jigsaw cut a 128 px upscaled crop, so their 31 / 32 px
         # patches and tiles leave conv5 2x2 (1x1 from a 64 px crop)
         "tasks": {"context": {"image_size": 128}, "jigsaw": {"image_size": 128}},
+        # inpainting: the reconstruction loss alone, the paper's own feature-learning setting (sec.
+        # 5.2: with an AlexNet encoder its adversarial loss did not converge); at `small` it also
+        # made the step 2.7x faster and the trunk beat random (docs/artifacts-learning.md)
         "params": {"artifacts": {"enc_stem": 32, "enc_channels": (64, 128, 256, 512),
-                                 "head_hidden": 1024, "head_pool": 4}},
+                                 "head_hidden": 1024, "head_pool": 4},
+                   "inpainting": {"adv_weight": 0.0, "rec_weight": 1.0}},
         # the released Caffe layer's 255/85/64 jigsaw geometry: 16 px tiles with 5 px of random gap
         # instead of the paper's 18 px with 3 px, which `spotart audit` finds lets edge continuity
         # place 45% of the tiles (docs/benchmarks.md, shortcut audit). Context: projection instead of
@@ -124,7 +128,8 @@ PRESETS: dict[str, dict] = {
         # hardware decoder ignores it. 64 px JPEGs are unmeasured that way and keep DALI's 0.65.
         "hw_decoder_load": 1.0,
         "params": {"artifacts": {"enc_stem": 32, "enc_channels": (64, 128, 256, 512),
-                                 "head_hidden": 4096, "head_pool": 6}},
+                                 "head_hidden": 4096, "head_pool": 6},
+                   "inpainting": {"adv_weight": 0.0, "rec_weight": 1.0}},  # as at 64px (paper, sec. 5.2)
     },
 }
 
