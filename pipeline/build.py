@@ -170,7 +170,8 @@ def pipeline_kwargs(cfg: PipelineConfig, shard_id: int) -> dict:
     # DALI's dynamic executor runs a CPU, a mixed and a GPU operator at once ("backend"). The task
     # generators are wide graphs of small GPU operators (context: two patches, each cropped,
     # jittered and colour-dropped on its own); "full" lets independent ones overlap, each on its
-    # own stream. It changes when operators run, never what they compute.
+    # own stream. It changes when operators run, never what they compute. Not the default: on the
+    # H200 at 224 px it moved context and jigsaw by no more than run-to-run noise (docs/benchmarks.md).
     full = cfg.concurrency == "full"
     return dict(batch_size=cfg.batch_size, num_threads=cfg.num_threads, device_id=device_id(cfg),
                 prefetch_queue_depth=cfg.prefetch, seed=(cfg.seed * 7919 + shard_id) % (2**31 - 1),

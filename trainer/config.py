@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..configs import coerce_dataclass
-from ..pipeline.config import make_params
+from ..pipeline.config import CONCURRENCY, make_params
 from .nets.trunk import TRUNK_PRESETS, TrunkConfig, trunk_config
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -202,8 +202,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if not 0.0 <= self.hw_decoder_load <= 1.0:
             raise ValueError(f"hw_decoder_load must be in [0, 1], got {self.hw_decoder_load}")
-        if self.dali_concurrency not in ("backend", "full"):
-            raise ValueError(f"dali_concurrency must be 'backend' or 'full', got {self.dali_concurrency!r}")
+        if self.dali_concurrency not in CONCURRENCY:
+            raise ValueError(f"dali_concurrency must be one of {CONCURRENCY}, got {self.dali_concurrency!r}")
         for name, low in (("image_size", 16), ("batch_size", 1), ("num_threads", 1), ("prefetch", 1), ("steps", 1),
                           ("log_every", 1), ("ckpt_every", 1), ("keep_checkpoints", 0), ("stop_after", 0),
                           ("cpu_threads", 0), ("max_bad_samples", 0), ("max_nonfinite_steps", 1),
