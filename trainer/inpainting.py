@@ -15,7 +15,8 @@ Joint loss, one phase, both optimisers stepping on the same forward (as artifact
   L_D = BCE(D([target; fill]), [real; fake])
 
 adv_weight = 0 is the paper's own feature-learning setting (section 5.2: with the AlexNet encoder
-the adversarial loss did not converge, so the features come from the reconstruction loss alone):
+the adversarial loss did not converge, so the features come from the reconstruction loss alone;
+the released code's README offers "features for context encoder trained with reconstruction loss"):
 then no discriminator is built or run (at `small` D costs more than the whole generator), and
 acc_real / acc_fake are not logged.
 
