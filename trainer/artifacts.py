@@ -155,9 +155,10 @@ class ArtifactsTask(Task):
         p = cfg.params
         ae = AutoEncoder(p.enc_stem, p.enc_channels)
         if p.ae_init:
-            from .checkpoint import load_checkpoint
+            from .checkpoint import load_checkpoint, load_weights
 
-            ae.load_state_dict(load_checkpoint(p.ae_init, "cpu")["models"]["autoencoder"], strict=True)
+            load_weights(ae, load_checkpoint(p.ae_init, "cpu"), "autoencoder", p.ae_init,
+                         fix="ae_init must name an artifacts run with this run's enc_stem and enc_channels")
         return {
             "autoencoder": ae,
             "repair": RepairNet(ae.decoder),

@@ -213,16 +213,19 @@ def _get(d, dotted):
     return d
 
 
-def load_weights(model: torch.nn.Module, ckpt: dict, name: str, path: str):
-    """ckpt's `name` weights into `model` (strict); a shape spotart no longer builds is one line."""
+VERSION_FIX = "it was written by another spotart version: train a new run, or use the version that wrote it"
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict, name: str, path: str, fix: str = VERSION_FIX):
+    """ckpt's `name` weights into `model` (strict); weights that do not fit are one line naming
+    the file, the tensor and `fix`."""
     try:
         model.load_state_dict(ckpt["models"][name], strict=True)
     except (KeyError, RuntimeError) as err:
         lines = str(err).strip().splitlines()  # torch's last line names the offending tensor
         detail = lines[-1].strip() if lines else type(err).__name__
         raise CheckpointError(f"{path}: its {name!r} weights do not fit the network this spotart builds from its "
-                              f"config ({detail}); it was written by another spotart version: train a new run, or "
-                              "use the version that wrote it") from err
+                              f"config ({detail}); {fix}") from err
 
 
 def restore(ckpt: dict, models: dict, optimizers: dict, scaler, path: str = "checkpoint"):

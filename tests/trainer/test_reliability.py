@@ -344,3 +344,19 @@ def test_weights_of_another_shape_fail_in_one_line_naming_the_file():
     assert "size mismatch" in msg and "train a new run" in msg
     with pytest.raises(CheckpointError, match="'disc'"):
         load_weights(torch.nn.Linear(2, 3), ckpt, "disc", "/runs/x/last.pt")
+
+
+def test_an_ae_init_of_another_shape_fails_in_one_line_naming_the_file_and_the_fix(tmp_path):
+    from spotart.trainer.checkpoint import FORMAT, CheckpointError
+    from spotart.trainer.config import build_config
+    from spotart.trainer.nets.autoencoder import AutoEncoder
+    from spotart.trainer.tasks import get_task
+
+    path = str(tmp_path / "other.pt")
+    torch.save({"format": FORMAT, "models": {"autoencoder": AutoEncoder(8, (8, 16, 32, 64)).state_dict()}}, path)
+    cfg = build_config("artifacts", "tiny", ["data=synthetic", f"ae_init={path}"])
+    with pytest.raises(CheckpointError) as e:
+        get_task("artifacts").build_models(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: its 'autoencoder' weights")
+    assert "ae_init must name an artifacts run with this run's enc_stem and enc_channels" in msg
